@@ -1,0 +1,203 @@
+"""Callbacks that turn a `fit` into a monitored, resumable run.
+
+Each callback has one job: switch the data pipeline's crop jitter, log the
+learning rate and step time, write TensorBoard scalars, write image grids,
+save checkpoints, stop on a non-finite loss. The run directory layout is:
+`tensorboard/`, `samples/`, `checkpoints/`.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+from typing import Callable, Optional
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from psr.errors import TrainingError
+
+
+class CropJitterSwitch(keras.callbacks.Callback):
+    """Turns the random-crop jitter off in decay epochs, as the official loader does (spec §5).
+
+    Args:
+        jitter: the dataset's boolean `tf.Variable`.
+        n_epochs: epochs at the initial learning rate; epochs after it are decay epochs.
+        jitter_in_decay_epochs: keep the jitter (a deviation from the official code).
+    """
+
+    def __init__(self, jitter: tf.Variable, n_epochs: int, jitter_in_decay_epochs: bool = False):
+        super().__init__()
+        self.jitter = jitter
+        self.n_epochs = n_epochs
+        self.jitter_in_decay_epochs = jitter_in_decay_epochs
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Keras epochs are 0-based; the official code's epoch e = epoch + 1 is a decay epoch when e > n_epochs.
+        self.jitter.assign(self.jitter_in_decay_epochs or epoch + 1 <= self.n_epochs)
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the generator optimiser's learning rate to the epoch logs (History, TensorBoard)."""
+
+    def __init__(self, optimizer_attribute: str = "g_optimizer"):
+        super().__init__()
+        self.optimizer_attribute = optimizer_attribute
+
+    def current(self) -> float:
+        optimizer = getattr(self.model, self.optimizer_attribute)
+        lr = optimizer.learning_rate
+        return float(keras.ops.convert_to_numpy(lr))
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read at the start: by the epoch's end the step counter already points into the next epoch.
+        self._value = self.current()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            logs["learning_rate"] = self._value
+
+
+class StepTimer(keras.callbacks.Callback):
+    """Mean wall-clock seconds per training step over the epoch → `logs["step_time"]`."""
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._steps:
+            logs["step_time"] = (time.perf_counter() - self._start) / self._steps
+
+
+class NonFiniteLossGuard(keras.callbacks.Callback):
+    """Stops with a clear `TrainingError` when a loss becomes NaN or infinite.
+
+    Checkpoints are written only at epoch ends (or every `save_every_steps`), so
+    the last good checkpoint stays on disk and a rerun resumes from it.
+    """
+
+    def __init__(self, checkpoint_dir: Optional[Path] = None):
+        super().__init__()
+        self.checkpoint_dir = checkpoint_dir
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        for name, value in (logs or {}).items():
+            value = float(value)
+            if not math.isfinite(value):
+                self.model.stop_training = True
+                where = f" The last good checkpoint is in {self.checkpoint_dir}." if self.checkpoint_dir else ""
+                raise TrainingError(
+                    f"Loss '{name}' became {value} at epoch {self.epoch + 1}, step {batch + 1}.{where} "
+                    "Lower train.learning_rate or check the data, then rerun (it resumes from the checkpoint)."
+                )
+
+
+class TensorBoardLogger(keras.callbacks.Callback):
+    """Writes every epoch log as a scalar, and the running step logs every `log_every_steps` steps.
+
+    Put it after the callbacks that add to `logs` (Γ, learning rate, step time).
+    """
+
+    def __init__(self, log_dir: Path, log_every_steps: int = 100):
+        super().__init__()
+        self.log_dir = Path(log_dir)
+        self.log_every_steps = log_every_steps
+        self._writer = None
+
+    @property
+    def writer(self):
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.log_dir / "train"))
+        return self._writer
+
+    def _global_step(self) -> int:
+        return int(self.model.g_optimizer.iterations.numpy())
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self._global_step()
+        if logs and step % self.log_every_steps == 0:
+            with self.writer.as_default(step=step):
+                for name, value in logs.items():
+                    tf.summary.scalar(f"step/{name}", float(value))
+
+    def on_epoch_end(self, epoch, logs=None):
+        with self.writer.as_default(step=epoch + 1):
+            for name, value in (logs or {}).items():
+                tf.summary.scalar(f"epoch/{name}", float(value))
+        self.writer.flush()
+
+    def on_train_end(self, logs=None):
+        if self._writer is not None:
+            self._writer.flush()
+
+
+def to_uint8(images: np.ndarray) -> np.ndarray:
+    """[-1, 1] floats → uint8 the way the official test script saves images (clamp, truncate)."""
+    images = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
+    return ((images + 1.0) / 2.0 * 255.0).astype(np.uint8)
+
+
+class SampleGrid(keras.callbacks.Callback):
+    """Image grid of a fixed batch: input | translation | target-domain sample | identity G(y).
+
+    Written to TensorBoard (`images/`) and as `samples/epoch_XXXX.png` every `every_epochs`.
+
+    Args:
+        real_a, real_b: fixed `[n, H, W, 3]` arrays in [-1, 1] (chosen once, before training).
+        translate: `images -> translations`, usually `lambda x: model.generator(x)`; default uses the model.
+    """
+
+    def __init__(
+        self,
+        real_a: np.ndarray,
+        real_b: np.ndarray,
+        sample_dir: Path,
+        log_dir: Optional[Path] = None,
+        every_epochs: int = 1,
+        translate: Optional[Callable] = None,
+    ):
+        super().__init__()
+        self.real_a = np.asarray(real_a, np.float32)
+        self.real_b = np.asarray(real_b, np.float32)
+        self.sample_dir = Path(sample_dir)
+        self.log_dir = Path(log_dir) if log_dir else None
+        self.every_epochs = every_epochs
+        self.translate = translate
+        self._writer = None
+
+    def grid(self) -> np.ndarray:
+        translate = self.translate or (lambda x: self.model.generator(x, training=False))
+        fake_b = keras.ops.convert_to_numpy(translate(self.real_a))
+        idt_b = keras.ops.convert_to_numpy(translate(self.real_b))
+        rows = [np.concatenate(list(cols), axis=1) for cols in zip(self.real_a, fake_b, self.real_b, idt_b)]
+        return np.concatenate(rows, axis=0)  # floats in [-1, 1]
+
+    def write(self, step: int) -> Path:
+        from psr.data.images import save_image
+
+        grid = self.grid()
+        self.sample_dir.mkdir(parents=True, exist_ok=True)
+        path = self.sample_dir / f"epoch_{step:04d}.png"
+        save_image(grid, path)
+        if self.log_dir is not None:
+            if self._writer is None:
+                self._writer = tf.summary.create_file_writer(str(self.log_dir / "images"))
+            with self._writer.as_default(step=step):
+                tf.summary.image("input|translation|target|identity", to_uint8(grid)[None], max_outputs=1)
+            self._writer.flush()
+        return path
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every_epochs == 0:
+            self.write(epoch + 1)

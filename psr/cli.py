@@ -1,0 +1,162 @@
+"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`.
+
+Each verb parses its arguments, loads and validates the configuration, then
+calls one module. Errors in the user's input (`PsrError`) print one line and
+exit with status 2; anything else keeps its traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+from typing import Optional, Sequence
+
+import psr  # noqa: F401  (sets the Keras backend before keras is imported)
+from psr.errors import PsrError
+
+
+def _add_overrides(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--set", dest="overrides", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set train.batch_size=4 (repeatable)",
+    )
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from psr.config import dump_config, load_experiment
+
+    overrides = list(args.overrides)
+    if args.run_dir:
+        overrides.append(f"log.run_dir={args.run_dir}")
+    cfg = load_experiment(args.experiment, overrides)
+    if args.dry_run:
+        print(dump_config(cfg), end="")
+        return 0
+    from psr.experiment import train
+
+    try:
+        run_dir = train(cfg, progress=not args.quiet)
+    except KeyboardInterrupt:
+        return 130
+    print(f"Run directory: {run_dir}  (tensorboard --logdir {Path(run_dir) / 'tensorboard'})")
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from psr.builders import build_generator
+    from psr.config import load_run_config
+    from psr.export import export_generator
+    from psr.trainers.checkpoints import restore_generator
+
+    cfg = load_run_config(args.run_dir)
+    generator = build_generator(cfg.model.generator)
+    generator(__import__("numpy").zeros((1, 32, 32, 3), "float32"))
+    checkpoint = restore_generator(args.run_dir, generator, which=args.checkpoint)
+    out = Path(args.output) if args.output else Path(args.run_dir) / ("export" if args.checkpoint == "latest" else f"export_{args.checkpoint}")
+    export_generator(generator, out, cfg.export.pad_multiple)
+    print(f"Exported {checkpoint} → {out} (signatures: serving_default, translate_bytes)")
+    return 0
+
+
+def cmd_translate(args: argparse.Namespace) -> int:
+    from psr.inference import load_translator, translate_files
+
+    translator = load_translator(args.model, checkpoint=args.checkpoint)
+
+    def progress(done: int, total: int, path: Path) -> None:
+        if not args.quiet:
+            print(f"[{done}/{total}] {path}", file=sys.stderr)
+
+    written = translate_files(translator, args.inputs, args.output, progress)
+    print(f"Wrote {len(written)} images to {args.output}")
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from psr.evaluation import evaluate_model
+
+    metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    results = evaluate_model(
+        args.model,
+        data_root=args.data,
+        metrics=metrics,
+        direction=args.direction,
+        checkpoint=args.checkpoint,
+        inception_weights=args.inception_weights,
+        kid_subset_size=args.kid_subset_size,
+        max_images=args.max_images,
+        image_size=args.image_size,
+        cache_dir=args.cache_dir,
+    )
+    print(json.dumps(results, indent=2))
+    return 0
+
+
+def cmd_import_torch(args: argparse.Namespace) -> int:
+    from psr.torch_conversion import import_torch_generator
+
+    out = import_torch_generator(args.checkpoint, args.spec, args.output, export=args.export, overrides=args.overrides)
+    print(f"Imported {args.checkpoint} → {out}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="main.py", description="psr: unpaired image translation with hDCE + SRC (Keras 3 / TensorFlow)."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="train (or resume) an experiment from a YAML file")
+    run.add_argument("experiment", help="experiment YAML, e.g. experiments/quickstart.yaml")
+    run.add_argument("--run-dir", help="run directory (default: log.run_dir from the YAML)")
+    run.add_argument("--dry-run", action="store_true", help="print the resolved configuration and stop")
+    run.add_argument("--quiet", action="store_true", help="no progress bar")
+    _add_overrides(run)
+    run.set_defaults(func=cmd_run)
+
+    export = sub.add_parser("export", help="write a TF Serving SavedModel from a run directory")
+    export.add_argument("run_dir")
+    export.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export)")
+    export.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    export.set_defaults(func=cmd_export)
+
+    translate = sub.add_parser("translate", help="translate image files or folders at any resolution")
+    translate.add_argument("model", help="run directory or exported SavedModel folder")
+    translate.add_argument("inputs", nargs="+", help="image files or folders")
+    translate.add_argument("-o", "--output", required=True, help="output folder")
+    translate.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    translate.add_argument("--quiet", action="store_true")
+    translate.set_defaults(func=cmd_translate)
+
+    ev = sub.add_parser("eval", help="FID/KID of a model's translations of the test split")
+    ev.add_argument("model", help="run directory or exported SavedModel folder")
+    ev.add_argument("--data", help="dataset root with testA/testB (default: the run's data.root)")
+    ev.add_argument("--metrics", default="fid", help="comma-separated: fid,kid")
+    ev.add_argument("--direction", choices=("AtoB", "BtoA"), help="default: the run's data.direction")
+    ev.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    ev.add_argument("--inception-weights", help="local InceptionV3 no-top .h5 file (offline machines)")
+    ev.add_argument("--kid-subset-size", type=int, default=1000)
+    ev.add_argument("--max-images", type=int, help="translate at most this many test images")
+    ev.add_argument("--image-size", type=int, default=256, help="test images are resized to this (spec §6)")
+    ev.add_argument("--cache-dir", help="where reference statistics are cached (default: DATA/.psr_cache)")
+    ev.set_defaults(func=cmd_eval)
+
+    imp = sub.add_parser("import-torch", help="convert an official PyTorch generator (latest_net_G.pth)")
+    imp.add_argument("checkpoint", help="PyTorch state dict, e.g. latest_net_G.pth")
+    imp.add_argument("--spec", required=True, help="experiment YAML describing the generator")
+    imp.add_argument("-o", "--output", required=True, help="run directory to create")
+    imp.add_argument("--export", action="store_true", help="also write RUN_DIR/export (SavedModel)")
+    _add_overrides(imp)
+    imp.set_defaults(func=cmd_import_torch)
+    return parser
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except PsrError as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 2

@@ -1,0 +1,422 @@
+"""Experiment configuration: one YAML file → typed, validated, frozen dataclasses.
+
+`load_experiment(path, overrides)` is the only place where user configuration is
+checked. Every problem becomes one `ConfigError` whose message names the key
+path, the value received and the fix (for unknown keys, the closest valid name).
+Builders receive the typed sections (`GeneratorConfig`, `LossConfig`, ...),
+never the whole experiment.
+
+Defaults are the official code's (jcy132/Hneg_SRC, horse→zebra settings); the
+`experiments/*.yaml` presets spell every value out anyway.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional, Union
+
+import yaml
+
+from psr.errors import ConfigError
+
+
+def _choices(*values: str) -> dict:
+    return {"choices": values}
+
+
+# === Sections ===
+
+
+@dataclass(frozen=True)
+class SyntheticDataConfig:
+    """Procedurally generated shapes → striped shapes dataset (the embedded default)."""
+
+    image_size: int = field(default=32, metadata={"min": 8})
+    num_train: int = field(default=200, metadata={"min": 1})
+    num_test: int = field(default=16, metadata={"min": 1})
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Unaligned dataset in the CUT/CycleGAN layout `root/{trainA,trainB,testA,testB}`."""
+
+    root: str = "datasets/horse2zebra"
+    direction: str = field(default="AtoB", metadata=_choices("AtoB", "BtoA"))
+    load_size: int = field(default=286, metadata={"min": 1})  # resize target before the random crop
+    crop_size: int = field(default=256, metadata={"min": 4})
+    preprocess: str = field(
+        default="resize_and_crop",
+        metadata=_choices("resize_and_crop", "crop", "scale_width_and_crop", "none"),
+    )
+    flip: bool = True
+    # Official behaviour: in decay epochs the images are resized straight to crop_size (no crop jitter).
+    jitter_in_decay_epochs: bool = False
+    max_dataset_size: Optional[int] = field(default=None, metadata={"min": 1})
+    # When set, `root` is filled with a generated dataset on first use (no download).
+    synthetic: Optional[SyntheticDataConfig] = None
+
+
+@dataclass(frozen=True)
+class GeneratorConfig:
+    """CUT ResNet generator (spec §4.1)."""
+
+    filters: int = field(default=64, metadata={"min": 1})  # ngf
+    num_blocks: int = field(default=9, metadata={"min": 1})
+    antialias: bool = True
+    antialias_up: bool = True
+
+
+@dataclass(frozen=True)
+class DiscriminatorConfig:
+    """PatchGAN discriminator (spec §4.4)."""
+
+    filters: int = field(default=64, metadata={"min": 1})  # ndf
+    num_layers: int = field(default=3, metadata={"min": 1})
+    antialias: bool = True
+
+
+@dataclass(frozen=True)
+class HeadConfig:
+    """Patch sampler + per-layer projection MLPs (spec §4.3)."""
+
+    units: int = field(default=256, metadata={"min": 1})  # netF_nc
+    num_patches: int = field(default=256, metadata={"min": 1})
+    layers: tuple = (0, 4, 8, 12, 16)  # generator list indices whose outputs are compared
+    use_mlp: bool = True
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    generator: GeneratorConfig = GeneratorConfig()
+    discriminator: DiscriminatorConfig = DiscriminatorConfig()
+    head: HeadConfig = HeadConfig()
+
+
+@dataclass(frozen=True)
+class CurriculumConfig:
+    """Γ (= 1/γ, the official `HDCE_gamma`) of the hard-negative weights (spec §3).
+
+    linear: Γ(e) = start + (end − start)·e/T for the 1-based epoch e, T = all epochs;
+    after `step_epoch` (if set) Γ = `step_value` (Cityscapes). fixed: Γ = start.
+    """
+
+    mode: str = field(default="linear", metadata=_choices("linear", "fixed"))
+    start: float = field(default=50.0, metadata={"min_exclusive": 0.0})
+    end: float = field(default=10.0, metadata={"min_exclusive": 0.0})
+    step_epoch: Optional[int] = field(default=None, metadata={"min": 0})
+    step_value: float = field(default=1.0, metadata={"min_exclusive": 0.0})
+
+
+@dataclass(frozen=True)
+class LossConfig:
+    """Loss assembly (spec §2). Defaults reproduce the official code; switches give the supplement's variants."""
+
+    gan_mode: str = field(default="lsgan", metadata=_choices("lsgan", "nonsaturating"))
+    contrastive: str = field(default="hdce", metadata=_choices("hdce", "dce", "patchnce"))
+    temperature: float = field(default=0.07, metadata={"min_exclusive": 0.0})  # τ
+    lambda_gan: float = field(default=1.0, metadata={"min": 0.0})
+    lambda_contrastive: float = field(default=0.1, metadata={"min": 0.0})  # λ_hDCE
+    lambda_src: float = field(default=0.05, metadata={"min": 0.0})  # λ_SRC
+    src_divergence: str = field(default="jsd", metadata=_choices("jsd", "kl", "l1", "l2"))
+    identity_branch: bool = True  # Y→Y branch (`--dce_idt`)
+    # Supplement variants (official code: false / mean / mean).
+    src_on_identity: bool = False
+    layer_reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
+    branch_reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
+    # What the hDCE scalar reports: "infonce" = the official log value (gradient is DCE's either way).
+    reported_value: str = field(default="infonce", metadata=_choices("infonce", "dce"))
+    curriculum: CurriculumConfig = CurriculumConfig()
+
+
+@dataclass(frozen=True)
+class TrainConfig:
+    epochs: int = field(default=200, metadata={"min": 0})  # n_epochs at the initial learning rate
+    decay_epochs: int = field(default=200, metadata={"min": 0})  # then linear decay to 0
+    batch_size: int = field(default=1, metadata={"min": 1})
+    learning_rate: float = field(default=2e-4, metadata={"min_exclusive": 0.0})
+    beta_1: float = field(default=0.5, metadata={"min": 0.0, "max_exclusive": 1.0})
+    beta_2: float = field(default=0.999, metadata={"min": 0.0, "max_exclusive": 1.0})
+    epsilon: float = field(default=1e-8, metadata={"min_exclusive": 0.0})  # PyTorch Adam's default
+    steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})  # None = dataset size // batch
+    jit_compile: bool = False
+    mixed_precision: bool = False  # mixed_bfloat16 (GPU: mixed_float16 is not used; losses stay float32)
+    seed: Optional[int] = 0
+
+    @property
+    def total_epochs(self) -> int:
+        return self.epochs + self.decay_epochs
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    run_dir: str = "runs/horse2zebra"
+    log_every_steps: int = field(default=100, metadata={"min": 1})  # TensorBoard step scalars
+    sample_every_epochs: int = field(default=1, metadata={"min": 1})
+    num_samples: int = field(default=4, metadata={"min": 1})
+    checkpoint_every_epochs: int = field(default=5, metadata={"min": 1})  # kept snapshots
+    keep_checkpoints: int = field(default=3, metadata={"min": 1})
+    # A rolling "latest" checkpoint is also written every this many steps (0 = only at epoch ends).
+    save_every_steps: int = field(default=0, metadata={"min": 0})
+    verbose: int = field(default=1, metadata={"min": 0, "max": 2})  # Keras fit verbosity
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    after_training: bool = True
+    pad_multiple: int = field(default=4, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class EvalConfig:
+    every_epochs: int = field(default=0, metadata={"min": 0})  # 0 = no evaluation during training
+    metrics: tuple = ("fid",)
+    best_metric: str = "fid"  # lower is better
+    inception_weights: Optional[str] = None  # None = Keras' ImageNet download
+    kid_subset_size: int = field(default=1000, metadata={"min": 2})
+    max_images: Optional[int] = field(default=None, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class ExperimentConfig:
+    name: str = "experiment"
+    data: DataConfig = DataConfig()
+    model: ModelConfig = ModelConfig()
+    loss: LossConfig = LossConfig()
+    train: TrainConfig = TrainConfig()
+    log: LogConfig = LogConfig()
+    export: ExportConfig = ExportConfig()
+    eval: EvalConfig = EvalConfig()
+
+
+# === Parsing and validation ===
+
+
+def _type_name(tp: Any) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        return " or ".join(_type_name(a) for a in args) + " or null"
+    if dataclasses.is_dataclass(tp):
+        return "a mapping"
+    if tp is tuple:
+        return "a list"
+    return getattr(tp, "__name__", str(tp))
+
+
+def _is_optional(tp: Any) -> tuple[bool, Any]:
+    if typing.get_origin(tp) in (Union, types.UnionType):
+        args = [a for a in typing.get_args(tp) if a is not type(None)]
+        if len(args) == 1 and type(None) in typing.get_args(tp):
+            return True, args[0]
+    return False, tp
+
+
+def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
+    optional, inner = _is_optional(tp)
+    if value is None:
+        if optional:
+            return None
+        raise ConfigError(f"{key}: null is not allowed; expected {_type_name(tp)}.")
+    tp = inner
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}.")
+        return _build(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}.")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not (isinstance(value, int) or (isinstance(value, float) and value.is_integer())):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}.")
+        value = int(value)
+    elif tp is float:
+        if isinstance(value, str):  # YAML reads 2e-4 (no dot) as a string
+            try:
+                value = float(value)
+            except ValueError:
+                raise ConfigError(f"{key}: expected a number, got {value!r}.") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise ConfigError(f"{key}: expected a number, got {value!r}.")
+        value = float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{key}: expected a finite number, got {value!r}.")
+    elif tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}.")
+    elif tp is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise ConfigError(f"{key}: expected a list, got {value!r}.")
+        return tuple(value)
+    _check_range(value, key, meta)
+    return value
+
+
+def _check_range(value: Any, key: str, meta: dict) -> None:
+    if "choices" in meta and value not in meta["choices"]:
+        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}.{hint}")
+    if "min" in meta and value < meta["min"]:
+        raise ConfigError(f"{key}: must be >= {meta['min']}, got {value!r}.")
+    if "min_exclusive" in meta and value <= meta["min_exclusive"]:
+        raise ConfigError(f"{key}: must be > {meta['min_exclusive']}, got {value!r}.")
+    if "max" in meta and value > meta["max"]:
+        raise ConfigError(f"{key}: must be <= {meta['max']}, got {value!r}.")
+    if "max_exclusive" in meta and value >= meta["max_exclusive"]:
+        raise ConfigError(f"{key}: must be < {meta['max_exclusive']}, got {value!r}.")
+
+
+def _build(cls: type, raw: dict, prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls)}
+    for key in raw:
+        if key not in fields:
+            where = f"section '{prefix}'" if prefix else "the top level"
+            close = difflib.get_close_matches(str(key), list(fields), n=1, cutoff=0.5)
+            hint = f" Did you mean '{close[0]}'?" if close else f" Valid keys: {', '.join(fields)}."
+            raise ConfigError(f"Unknown key '{_join(prefix, key)}' in {where}.{hint}")
+    values = {}
+    for name, f in fields.items():
+        if name in raw:
+            values[name] = _coerce(raw[name], hints[name], _join(prefix, name), dict(f.metadata))
+    return cls(**values)
+
+
+def _join(prefix: str, key: str) -> str:
+    return f"{prefix}.{key}" if prefix else str(key)
+
+
+def _check_consistency(cfg: ExperimentConfig) -> None:
+    """Cross-field checks that a single key cannot express."""
+    if cfg.data.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.data.load_size < cfg.data.crop_size:
+        raise ConfigError(
+            f"data.load_size ({cfg.data.load_size}) is smaller than data.crop_size ({cfg.data.crop_size}); "
+            "set load_size >= crop_size."
+        )
+    layers = cfg.model.head.layers
+    if not layers or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in layers):
+        raise ConfigError(f"model.head.layers: expected a list of generator layer indices >= 0, got {list(layers)!r}.")
+    if list(layers) != sorted(set(layers)):
+        raise ConfigError(f"model.head.layers: indices must be increasing and unique, got {list(layers)!r}.")
+    if cfg.train.total_epochs < 1:
+        raise ConfigError("train.epochs + train.decay_epochs must be at least 1.")
+    if cfg.loss.curriculum.step_epoch is not None and cfg.loss.curriculum.mode == "fixed":
+        raise ConfigError("loss.curriculum.step_epoch only applies to mode 'linear'; remove it or set mode: linear.")
+    if cfg.data.preprocess == "none" and cfg.train.batch_size != 1:
+        raise ConfigError("data.preprocess 'none' keeps each image's own size, so train.batch_size must be 1.")
+    if cfg.eval.best_metric not in cfg.eval.metrics:
+        raise ConfigError(
+            f"eval.best_metric {cfg.eval.best_metric!r} is not in eval.metrics {list(cfg.eval.metrics)!r}."
+        )
+
+
+# === Overrides (`--set a.b=c`) ===
+
+
+def parse_override(text: str) -> tuple[list[str], Any]:
+    """`"train.batch_size=4"` → (["train", "batch_size"], 4); the value is parsed as YAML."""
+    if "=" not in text:
+        raise ConfigError(f"--set {text!r}: expected KEY=VALUE, e.g. --set train.batch_size=4.")
+    key, raw = text.split("=", 1)
+    key = key.strip()
+    if not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"--set {text!r}: the key must be a dotted path such as train.batch_size.")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def apply_overrides(raw: dict, overrides: list[str]) -> dict:
+    raw = _deep_copy(raw)
+    for text in overrides:
+        path, value = parse_override(text)
+        node = raw
+        for part in path[:-1]:
+            child = node.get(part)
+            if child is None:
+                child = node[part] = {}
+            elif not isinstance(child, dict):
+                raise ConfigError(f"--set {text!r}: '{part}' is a value, not a section.")
+            node = child
+        node[path[-1]] = value
+    return raw
+
+
+def _deep_copy(raw: Any) -> Any:
+    if isinstance(raw, dict):
+        return {k: _deep_copy(v) for k, v in raw.items()}
+    if isinstance(raw, list):
+        return [_deep_copy(v) for v in raw]
+    return raw
+
+
+# === Public entry points ===
+
+
+def config_from_dict(raw: Optional[dict], overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    raw = {} if raw is None else raw
+    if not isinstance(raw, dict):
+        raise ConfigError(f"The experiment file must be a YAML mapping of sections, got {type(raw).__name__}.")
+    raw = apply_overrides(raw, list(overrides or []))
+    cfg = _build(ExperimentConfig, raw, "")
+    _check_consistency(cfg)
+    return cfg
+
+
+def load_experiment(path: Union[str, Path], overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Reads, validates and returns an experiment. Raises `ConfigError` with a one-line message."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"Experiment file not found: {path}. Pass a YAML file such as experiments/quickstart.yaml.")
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
+        problem = getattr(err, "problem", None) or str(err).splitlines()[0]
+        raise ConfigError(f"{path} is not valid YAML{where}: {problem}. Fix the syntax and retry.") from None
+    try:
+        return config_from_dict(raw, overrides)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None
+
+
+def config_to_dict(cfg: Any) -> Any:
+    if dataclasses.is_dataclass(cfg):
+        return {f.name: config_to_dict(getattr(cfg, f.name)) for f in dataclasses.fields(cfg)}
+    if isinstance(cfg, tuple):
+        return [config_to_dict(v) for v in cfg]
+    return cfg
+
+
+def dump_config(cfg: ExperimentConfig, extra: Optional[dict] = None) -> str:
+    """YAML text of the resolved configuration (plus derived values under `resolved:`)."""
+    data = config_to_dict(cfg)
+    text = yaml.safe_dump(data, sort_keys=False)
+    if extra:
+        text += "# Values derived from the data and the machine (not read back):\n"
+        text += yaml.safe_dump({"resolved": extra}, sort_keys=False)
+    return text
+
+
+def load_run_config(run_dir: Union[str, Path]) -> ExperimentConfig:
+    """Reads `<run_dir>/config.yaml` written by `psr run` (ignores the informational `resolved:` section)."""
+    path = Path(run_dir) / "config.yaml"
+    if not path.is_file():
+        raise ConfigError(f"{run_dir} is not a psr run directory (no config.yaml). Pass the folder `main.py run` created.")
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.pop("resolved", None)
+    try:
+        return config_from_dict(raw)
+    except ConfigError as err:
+        raise ConfigError(f"{path}: {err}") from None

@@ -1,0 +1,18 @@
+"""Data: image files, the unpaired training pipeline and the quickstart dataset."""
+
+from psr.data.images import IMAGE_EXTENSIONS, list_images, read_image, save_image, to_uint8, verify_images
+from psr.data.synthetic import make_shapes_dataset
+from psr.data.unaligned import PREPROCESS_MODES, UnalignedDataset, make_test_dataset
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "PREPROCESS_MODES",
+    "UnalignedDataset",
+    "list_images",
+    "make_shapes_dataset",
+    "make_test_dataset",
+    "read_image",
+    "save_image",
+    "to_uint8",
+    "verify_images",
+]

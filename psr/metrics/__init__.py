@@ -1,0 +1,32 @@
+"""Evaluation metrics: FID and KID on Inception-v3 features, and paired content scores.
+
+- `distances`: `frechet_distance`, `kernel_inception_distance`, `FeatureStatistics`.
+- `features`: `InceptionFeatures` and folder streaming/caching (`folder_statistics`).
+- `registry`: metrics by name (`register_metric`, `compute_metrics`, `evaluate_folders`).
+- `content`: `content_scores` (PSNR/SSIM between same-named images).
+"""
+
+from psr.metrics.content import content_scores
+from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
+from psr.metrics.features import (
+    FeatureExtractor,
+    InceptionFeatures,
+    folder_features,
+    folder_statistics,
+)
+from psr.metrics.registry import compute_metrics, evaluate_folders, list_metrics, register_metric
+
+__all__ = [
+    "FeatureExtractor",
+    "FeatureStatistics",
+    "InceptionFeatures",
+    "compute_metrics",
+    "content_scores",
+    "evaluate_folders",
+    "folder_features",
+    "folder_statistics",
+    "frechet_distance",
+    "kernel_inception_distance",
+    "list_metrics",
+    "register_metric",
+]

@@ -1,0 +1,34 @@
+"""Networks and layers: CUT's ResNet generator, PatchGAN discriminator and patch projection head."""
+
+from psr.models.layers import (
+    BlurDownsample,
+    BlurUpsample,
+    PatchSampler,
+    ReflectionPadding2D,
+    TorchConv2DTranspose,
+    ZeroPaddedConv2D,
+    conv_kernel_initializer,
+    gather_patches,
+    instance_norm,
+)
+from psr.models.patchgan import PatchGANDiscriminator
+from psr.models.projection_head import PatchMLPHead, l2_normalize
+from psr.models.resnet_generator import DEFAULT_NCE_LAYERS, ResnetBlock, ResnetGenerator
+
+__all__ = [
+    "DEFAULT_NCE_LAYERS",
+    "BlurDownsample",
+    "BlurUpsample",
+    "PatchGANDiscriminator",
+    "PatchMLPHead",
+    "PatchSampler",
+    "ReflectionPadding2D",
+    "ResnetBlock",
+    "ResnetGenerator",
+    "TorchConv2DTranspose",
+    "ZeroPaddedConv2D",
+    "conv_kernel_initializer",
+    "gather_patches",
+    "instance_norm",
+    "l2_normalize",
+]

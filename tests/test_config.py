@@ -1,0 +1,144 @@
+"""Config loading: every user mistake becomes one ConfigError naming the key, the value and the fix."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from psr.config import (
+    ExperimentConfig,
+    config_from_dict,
+    config_to_dict,
+    dump_config,
+    load_experiment,
+    load_run_config,
+    parse_override,
+)
+from psr.errors import ConfigError
+
+EXPERIMENTS = sorted((Path(__file__).resolve().parents[1] / "experiments").glob("*.yaml"))
+
+
+def _error(raw, overrides=None) -> str:
+    with pytest.raises(ConfigError) as info:
+        config_from_dict(raw, overrides)
+    return str(info.value)
+
+
+def test_defaults_are_the_official_horse2zebra_settings():
+    cfg = config_from_dict({})
+    assert cfg.loss.lambda_contrastive == 0.1 and cfg.loss.lambda_src == 0.05
+    assert cfg.loss.temperature == 0.07 and cfg.loss.gan_mode == "lsgan"
+    assert cfg.model.head.layers == (0, 4, 8, 12, 16) and cfg.model.head.num_patches == 256
+    assert (cfg.train.learning_rate, cfg.train.beta_1, cfg.train.beta_2) == (2e-4, 0.5, 0.999)
+    assert cfg.train.total_epochs == 400
+    assert (cfg.loss.curriculum.start, cfg.loss.curriculum.end) == (50.0, 10.0)
+
+
+@pytest.mark.parametrize("path", EXPERIMENTS, ids=[p.stem for p in EXPERIMENTS])
+def test_every_shipped_experiment_loads(path):
+    cfg = load_experiment(path)
+    assert isinstance(cfg, ExperimentConfig)
+    assert cfg.name == path.stem
+
+
+def test_cityscapes_preset_matches_the_spec():
+    cfg = load_experiment(Path(__file__).resolve().parents[1] / "experiments" / "cityscapes.yaml")
+    assert cfg.data.direction == "BtoA"
+    assert cfg.loss.lambda_src == 0.1
+    assert cfg.loss.curriculum.step_epoch == 200 and cfg.loss.curriculum.step_value == 1.0
+
+
+def test_unknown_top_level_key_suggests_the_closest_name():
+    assert _error({"trian": {}}) == "Unknown key 'trian' in the top level. Did you mean 'train'?"
+
+
+def test_unknown_nested_key_names_its_section():
+    message = _error({"model": {"generator": {"filtres": 8}}})
+    assert message == "Unknown key 'model.generator.filtres' in section 'model.generator'. Did you mean 'filters'?"
+
+
+def test_unknown_key_without_a_close_match_lists_valid_keys():
+    message = _error({"train": {"zzzz": 1}})
+    assert message.startswith("Unknown key 'train.zzzz' in section 'train'. Valid keys: epochs, decay_epochs")
+
+
+@pytest.mark.parametrize(
+    "raw, expected",
+    [
+        ({"train": {"batch_size": "four"}}, "train.batch_size: expected an integer, got 'four'."),
+        ({"train": {"batch_size": 0}}, "train.batch_size: must be >= 1, got 0."),
+        ({"train": {"batch_size": 2.5}}, "train.batch_size: expected an integer, got 2.5."),
+        ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes'."),
+        ({"loss": {"temperature": 0}}, "loss.temperature: must be > 0.0, got 0.0."),
+        ({"loss": {"gan_mode": "lsgna"}}, "loss.gan_mode: 'lsgna' is not one of lsgan, nonsaturating. Did you mean 'lsgan'?"),
+        ({"train": {"beta_1": 1.0}}, "train.beta_1: must be < 1.0, got 1.0."),
+        ({"data": {"root": None}}, "data.root: null is not allowed; expected str."),
+        ({"model": {"generator": 3}}, "model.generator: expected a mapping of GeneratorConfig fields, got 3."),
+        ({"model": {"head": {"layers": 4}}}, "model.head.layers: expected a list, got 4."),
+    ],
+)
+def test_wrong_types_and_ranges_name_key_and_value(raw, expected):
+    assert _error(raw) == expected
+
+
+def test_cross_field_checks():
+    assert "load_size (200) is smaller than data.crop_size (256)" in _error({"data": {"load_size": 200}})
+    assert "must be increasing and unique" in _error({"model": {"head": {"layers": [4, 0]}}})
+    assert "batch_size must be 1" in _error({"data": {"preprocess": "none"}, "train": {"batch_size": 2}})
+
+
+def test_scientific_notation_without_dot_is_a_number():
+    # YAML 1.1 reads "2e-4" as a string; users write it anyway.
+    assert config_from_dict({"train": {"learning_rate": "2e-4"}}).train.learning_rate == pytest.approx(2e-4)
+
+
+def test_overrides_parse_yaml_values_and_create_sections():
+    cfg = config_from_dict({}, ["train.batch_size=4", "loss.curriculum.step_epoch=200", "model.head.layers=[0, 4]"])
+    assert cfg.train.batch_size == 4
+    assert cfg.loss.curriculum.step_epoch == 200
+    assert cfg.model.head.layers == (0, 4)
+    assert parse_override("log.run_dir=runs/a=b") == (["log", "run_dir"], "runs/a=b")
+
+
+def test_bad_overrides():
+    assert "expected KEY=VALUE" in _error({}, ["train.batch_size"])
+    assert _error({}, ["train.batch_sise=2"]).startswith("Unknown key 'train.batch_sise'")
+    assert "'batch_size' is a value, not a section" in _error({"train": {"batch_size": 1}}, ["train.batch_size.x=2"])
+    assert _error({}, ["train.batch_size.x=2"]) == "train.batch_size: expected an integer, got {'x': 2}."
+
+
+def test_yaml_syntax_error_reports_line(tmp_path):
+    path = tmp_path / "bad.yaml"
+    path.write_text("train:\n  batch_size: [1, 2\n")
+    with pytest.raises(ConfigError, match=r"bad.yaml is not valid YAML \(line \d+, column \d+\)"):
+        load_experiment(path)
+
+
+def test_missing_file_and_non_mapping(tmp_path):
+    with pytest.raises(ConfigError, match="Experiment file not found"):
+        load_experiment(tmp_path / "nope.yaml")
+    path = tmp_path / "list.yaml"
+    path.write_text("- 1\n- 2\n")
+    with pytest.raises(ConfigError, match="must be a YAML mapping of sections, got list"):
+        load_experiment(path)
+
+
+def test_error_from_a_file_names_the_file(tmp_path):
+    path = tmp_path / "exp.yaml"
+    path.write_text("train: {batch_size: -1}\n")
+    with pytest.raises(ConfigError, match=r"exp.yaml: train.batch_size: must be >= 1, got -1."):
+        load_experiment(path)
+
+
+def test_dump_round_trips_through_a_run_directory(tmp_path):
+    cfg = config_from_dict({"name": "x", "train": {"batch_size": 3}, "data": {"synthetic": {"image_size": 16}}})
+    (tmp_path / "config.yaml").write_text(dump_config(cfg, {"steps_per_epoch": 7}))
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["resolved"] == {"steps_per_epoch": 7}
+    assert load_run_config(tmp_path) == cfg
+    assert config_to_dict(cfg)["model"]["head"]["layers"] == [0, 4, 8, 12, 16]
+
+
+def test_load_run_config_on_a_folder_without_config(tmp_path):
+    with pytest.raises(ConfigError, match="is not a psr run directory"):
+        load_run_config(tmp_path)
