@@ -97,7 +97,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
 def cmd_import_torch(args: argparse.Namespace) -> int:
     from psr.torch_conversion import import_torch_generator
 
-    out = import_torch_generator(args.checkpoint, args.spec, args.output, export=args.export, overrides=args.overrides)
+    out = import_torch_generator(
+        args.checkpoint, args.spec, args.output, export=args.export, overrides=args.overrides,
+        infer_architecture=args.infer_architecture,
+    )
     print(f"Imported {args.checkpoint} → {out}")
     return 0
 
@@ -148,6 +151,8 @@ def build_parser() -> argparse.ArgumentParser:
     imp.add_argument("--spec", required=True, help="experiment YAML describing the generator")
     imp.add_argument("-o", "--output", required=True, help="run directory to create")
     imp.add_argument("--export", action="store_true", help="also write RUN_DIR/export (SavedModel)")
+    imp.add_argument("--infer-architecture", action="store_true",
+                     help="take filters/blocks/antialiasing from the checkpoint instead of the spec")
     _add_overrides(imp)
     imp.set_defaults(func=cmd_import_torch)
     return parser

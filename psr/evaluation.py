@@ -122,13 +122,13 @@ def evaluate_model(
         "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
     }
     if run_cfg is not None:
+        from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint
+
+        path = latest_checkpoint(model, checkpoint)
+        record["epoch"] = json.loads((path / STATE_FILE).read_text())["epoch"] if path else 0
         (model / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
         _append_jsonl(model / "eval.jsonl", record)
-        from psr.trainers.checkpoints import latest_checkpoint
-
-        path = latest_checkpoint(model, checkpoint) or ""
-        step = int(path.rsplit("-", 1)[-1]) // 1_000_000 if path.rsplit("-", 1)[-1].isdigit() else 0
-        _write_scalars(model / "tensorboard" / "eval", step, scores)
+        _write_scalars(model / "tensorboard" / "eval", record["epoch"], scores)
     return record
 
 
@@ -147,14 +147,6 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.extractor = extractor
         self.best_file = self.run_dir / "best.json"
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
-        self._manager = None
-
-    def _best_manager(self) -> tf.train.CheckpointManager:
-        if self._manager is None:
-            # Same object path as the training state (trainer → generator), so restore_generator reads it.
-            ckpt = tf.train.Checkpoint(trainer=tf.train.Checkpoint(generator=self.model.generator))
-            self._manager = tf.train.CheckpointManager(ckpt, str(self.run_dir / "checkpoints" / "best"), max_to_keep=1)
-        return self._manager
 
     def evaluate(self, epoch: int) -> dict:
         from psr.export import translate_any_size
@@ -193,7 +185,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             from psr.export import export_generator
 
             self.best = value
-            self._best_manager().save(checkpoint_number=epoch + 1)
+            from psr.trainers.checkpoints import write_checkpoint
+
+            write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.generator, keep=1)
             export_generator(self.model.generator, self.run_dir / "export_best", self.cfg.export.pad_multiple)
             tmp = self.best_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1}))

@@ -25,9 +25,10 @@ import numpy as np
 from psr.config import ExperimentConfig, config_to_dict, dump_config
 from psr.errors import ConfigError, DatasetError
 
-# Keys whose change does not make a run directory a different experiment.
+# Keys whose change does not make a run directory a different experiment (epochs: extending a run).
 _RESUMABLE_KEYS = {("log", "verbose"), ("log", "log_every_steps"), ("log", "sample_every_epochs"),
-                   ("log", "save_every_steps"), ("export",), ("eval",), ("train", "jit_compile")}
+                   ("log", "save_every_steps"), ("export",), ("eval",), ("train", "jit_compile"),
+                   ("train", "epochs"), ("train", "decay_epochs")}
 
 
 def prepare_dataset_root(cfg: ExperimentConfig) -> Path:
@@ -170,7 +171,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
 
     real_a, real_b = fixed_sample_batch(cfg)
     saver = CheckpointSaver(state, every_epochs=cfg.log.checkpoint_every_epochs,
-                            save_every_steps=cfg.log.save_every_steps, steps_offset=step_in_epoch)
+                            save_every_steps=cfg.log.save_every_steps, start_epoch=epoch, steps_offset=step_in_epoch)
     callbacks = [
         CropJitterSwitch(data.jitter, cfg.train.epochs, cfg.data.jitter_in_decay_epochs),
         GammaScheduler(build_curriculum(cfg.loss.curriculum, total)),
@@ -205,7 +206,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
                         steps_per_epoch=steps_per_epoch if cfg.train.steps_per_epoch else None,
                         callbacks=callbacks, verbose=verbose, shuffle=False)
     except KeyboardInterrupt:
-        done_epoch, done_step = saver.position()
+        # The optimiser's step counter is the truth about the saved weights, wherever the interrupt landed.
+        done_epoch, done_step = divmod(int(trainer.g_optimizer.iterations.numpy()), steps_per_epoch)
         state.save(done_epoch, step_in_epoch=done_step)
         print(f"\nInterrupted: state saved at epoch {done_epoch + 1}, step {done_step}. "
               "Rerun the same command to resume.", file=sys.stderr)

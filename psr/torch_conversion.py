@@ -1,0 +1,86 @@
+"""`main.py import-torch`: an official PyTorch generator (`latest_net_G.pth`) → a psr run directory.
+
+The run directory holds `config.yaml` (the experiment spec, with the generator
+section as in the checkpoint), `checkpoints/latest` (generator weights only) and,
+with `export=True`, `export/` (SavedModel). `main.py translate`, `export` and
+`eval` then work on it as on a trained run.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from pathlib import Path
+from typing import Optional, Sequence, Union
+
+from psr.config import dump_config, load_experiment
+from psr.errors import CheckpointError, ConfigError
+from psr.trainers.checkpoints import write_checkpoint
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def import_torch_generator(
+    checkpoint: Union[str, Path],
+    spec: Union[str, Path],
+    output: Union[str, Path],
+    export: bool = False,
+    overrides: Optional[Sequence[str]] = None,
+    infer_architecture: bool = False,
+) -> Path:
+    """Converts the checkpoint and writes a run directory; returns its path.
+
+    Args:
+        checkpoint: PyTorch state dict of a CUT / Hneg_SRC / CycleGAN ResNet generator.
+        spec: experiment YAML whose `model.generator` describes the network.
+        output: run directory to create (must not exist or be empty).
+        export: also write `output/export` (SavedModel for TF Serving).
+        overrides: `--set` overrides applied to the spec.
+        infer_architecture: take filters / blocks / antialiasing from the checkpoint's
+            tensor shapes instead of requiring the spec to match them.
+    """
+    from psr.models.torch_import import generator_from_torch_state_dict, load_torch_state_dict
+
+    checkpoint, output = Path(checkpoint), Path(output)
+    cfg = load_experiment(spec, list(overrides or []))
+    if output.exists() and any(output.iterdir()):
+        raise ConfigError(f"Output folder {output} is not empty; choose a new folder for the imported model.")
+    state_dict = load_torch_state_dict(checkpoint)
+    g = cfg.model.generator
+    expected = None if infer_architecture else {
+        "filters": g.filters, "num_blocks": g.num_blocks, "antialias": g.antialias, "antialias_up": g.antialias_up,
+    }
+    try:
+        generator = generator_from_torch_state_dict(state_dict, expected)
+    except CheckpointError as err:
+        raise CheckpointError(
+            f"{checkpoint}: {err} (or pass --infer-architecture to take the network from the checkpoint)"
+        ) from None
+    inferred = dataclasses.replace(
+        g, filters=generator.filters, num_blocks=generator.num_blocks,
+        antialias=generator.antialias, antialias_up=generator.antialias_up,
+    )
+    cfg = dataclasses.replace(
+        cfg,
+        model=dataclasses.replace(cfg.model, generator=inferred),
+        log=dataclasses.replace(cfg.log, run_dir=str(output)),
+    )
+    output.mkdir(parents=True, exist_ok=True)
+    (output / "config.yaml").write_text(dump_config(cfg, {"imported_from": str(checkpoint)}), encoding="utf-8")
+    write_checkpoint(output / "checkpoints" / "latest", 0, 0, generator)
+    (output / "imported_from.json").write_text(
+        json.dumps({"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}, indent=2),
+        encoding="utf-8",
+    )
+    if export:
+        from psr.export import export_generator
+
+        export_generator(generator, output / "export", cfg.export.pad_multiple)
+    return output

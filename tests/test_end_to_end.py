@@ -1,0 +1,204 @@
+"""Train → checkpoint → resume → export → serve, on tiny generated data (issue #3 "How we will know")."""
+
+import io
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import tensorflow as tf
+from PIL import Image
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+from psr.builders import build_cut_trainer, build_generator
+from psr.callbacks import NonFiniteLossGuard, StepTimer
+from psr.cli import main
+from psr.config import load_run_config
+from psr.errors import ConfigError, TrainingError
+from psr.experiment import train
+from psr.trainers.checkpoints import TrainingState, restore_generator
+
+from e2e_helpers import TinyExtractor, tiny_config, tiny_raw, write_yaml
+
+REPO = Path(__file__).resolve().parents[1]
+pytestmark = pytest.mark.slow
+
+
+def tensorboard_tags(folder: Path) -> set:
+    tags = set()
+    for sub in folder.iterdir():
+        acc = EventAccumulator(str(sub), size_guidance={"tensors": 0})
+        acc.Reload()
+        tags |= set(acc.Tags()["tensors"])
+    return tags
+
+
+def iterations(run_dir: Path) -> int:
+    """Optimiser steps stored in the run's newest checkpoint (restored into a fresh trainer)."""
+    cfg = load_run_config(run_dir)
+    trainer = build_cut_trainer(cfg, steps_per_epoch=1)
+    TrainingState(run_dir / "checkpoints", trainer).restore()
+    counts = {int(o.iterations.numpy()) for o in (trainer.g_optimizer, trainer.d_optimizer, trainer.head_optimizer)}
+    assert len(counts) == 1
+    return counts.pop()
+
+
+def load_generator(run_dir: Path):
+    cfg = load_run_config(run_dir)
+    generator = build_generator(cfg.model.generator)
+    restore_generator(run_dir, generator)
+    return generator
+
+
+def keras_translate(generator, image: np.ndarray) -> np.ndarray:
+    """Independent restatement of any-size inference: numpy reflect-pad to a multiple of 4, crop back."""
+    h, w = image.shape[:2]
+    padded = np.pad(image, [(0, -h % 4), (0, -w % 4), (0, 0)], mode="reflect")
+    return np.asarray(generator(padded[None]))[0, :h, :w]
+
+
+def test_train_resume_export_translate(tmp_path, capsys):
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 2})
+    run_dir = train(cfg, progress=False)
+    assert iterations(run_dir) == 2
+    assert (run_dir / "config.yaml").is_file() and (run_dir / "samples" / "epoch_0001.png").is_file()
+
+    # Extending the run resumes after epoch 1 and runs only epoch 2.
+    cfg2 = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 1, "steps_per_epoch": 2})
+    train(cfg2, progress=False)
+    assert "Resuming" in capsys.readouterr().err
+    assert iterations(run_dir) == 4
+    assert (run_dir / "samples" / "epoch_0002.png").is_file()
+    assert len(list((run_dir / "checkpoints" / "epochs").glob("ckpt-*"))) == 2
+
+    tags = tensorboard_tags(run_dir / "tensorboard")
+    for tag in ("epoch/g_loss", "epoch/d_loss", "epoch/g_nce", "epoch/g_src", "epoch/Gamma", "epoch/gamma",
+                "epoch/learning_rate", "epoch/step_time", "step/g_loss", "input|translation|target|identity"):
+        assert tag in tags, tag
+    scores = json.loads((run_dir / "content_scores.json").read_text())
+    assert set(scores["translation"]) == {"psnr", "ssim"}
+
+    # The export: both signatures give the Keras model's image, also for sizes that are not multiples of 4.
+    generator = load_generator(run_dir)
+    exported = tf.saved_model.load(str(run_dir / "export"))
+    image = np.random.default_rng(0).uniform(-1, 1, (18, 22, 3)).astype("float32")
+    served = exported.signatures["serving_default"](images=tf.constant(image[None]))["images"].numpy()[0]
+    np.testing.assert_allclose(served, keras_translate(generator, image), atol=1e-5)
+
+    pixels = np.random.default_rng(1).integers(0, 256, (21, 17, 3), dtype=np.uint8)
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format="PNG")
+    out = exported.signatures["translate_bytes"](image_bytes=tf.constant([buffer.getvalue()]))["output_bytes"]
+    decoded = np.asarray(Image.open(io.BytesIO(out.numpy()[0])))
+    expected = keras_translate(generator, pixels.astype("float32") / 127.5 - 1)
+    expected = ((np.clip(expected, -1, 1) + 1) / 2 * 255).astype(np.uint8)
+    assert decoded.shape == (21, 17, 3)
+    assert np.abs(decoded.astype(int) - expected.astype(int)).max() <= 1
+
+    # `main.py translate` on the run directory and on the export give the same files.
+    src = tmp_path / "in"
+    src.mkdir()
+    Image.fromarray(pixels).save(src / "a.png")
+    assert main(["translate", str(run_dir), str(src), "-o", str(tmp_path / "o1"), "--quiet"]) == 0
+    assert main(["translate", str(run_dir / "export"), str(src / "a.png"), "-o", str(tmp_path / "o2"), "--quiet"]) == 0
+    a = np.asarray(Image.open(tmp_path / "o1" / "a.png")).astype(int)
+    b = np.asarray(Image.open(tmp_path / "o2" / "a.png")).astype(int)
+    assert a.shape == (21, 17, 3) and np.abs(a - b).max() <= 1
+
+    # `main.py export` writes a second SavedModel equal to the first.
+    assert main(["export", str(run_dir), "-o", str(tmp_path / "exp2")]) == 0
+    again = tf.saved_model.load(str(tmp_path / "exp2")).signatures["serving_default"](images=tf.constant(image[None]))
+    np.testing.assert_allclose(again["images"].numpy()[0], served, atol=1e-6)
+
+
+def test_interrupt_mid_epoch_saves_and_resumes(tmp_path, monkeypatch, capsys):
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 1})  # 8 images, batch 2 → 4 steps/epoch
+    calls = {"n": 0}
+    original = StepTimer.on_train_batch_end
+
+    def interrupt_on_sixth(self, batch, logs=None):
+        calls["n"] += 1
+        original(self, batch, logs)
+        if calls["n"] == 6:  # epoch 2, step 2
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(StepTimer, "on_train_batch_end", interrupt_on_sixth)
+    with pytest.raises(KeyboardInterrupt):
+        train(cfg, progress=False)
+    assert "state saved at epoch 2, step 2" in capsys.readouterr().err
+    assert iterations(cfg_run := Path(cfg.log.run_dir)) == 6
+    monkeypatch.setattr(StepTimer, "on_train_batch_end", original)
+
+    train(cfg, progress=False)
+    assert "Resuming" in capsys.readouterr().err
+    assert iterations(cfg_run) == 8  # 2 epochs × 4 steps, no step repeated or skipped
+
+
+def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
+    raw = tiny_raw(tmp_path, train={"epochs": 2, "decay_epochs": 2}, log={"save_every_steps": 1, "verbose": 0})
+    experiment = write_yaml(tmp_path / "exp.yaml", raw)
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    command = [sys.executable, str(REPO / "main.py"), "run", str(experiment)]
+    process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    index = Path(raw["log"]["run_dir"]) / "checkpoints" / "latest"
+    deadline = time.time() + 240
+    while time.time() < deadline and process.poll() is None:
+        if index.is_dir() and any(p.name.startswith("ckpt-00001-") for p in index.iterdir()):  # epoch 2 began
+            break
+        time.sleep(0.05)
+    assert process.poll() is None, "training ended before it could be killed"
+    os.kill(process.pid, signal.SIGKILL)
+    process.wait()
+    done = subprocess.run(command, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "Resuming" in done.stderr
+    assert iterations(Path(raw["log"]["run_dir"])) == 16  # 4 epochs × 4 steps
+
+
+def test_periodic_evaluation_keeps_best(tmp_path):
+    cfg = tiny_config(
+        tmp_path,
+        train={"epochs": 1, "decay_epochs": 1, "steps_per_epoch": 1},
+        eval={"every_epochs": 1, "metrics": ["fid", "kid"], "kid_subset_size": 4},
+    )
+    run_dir = train(cfg, progress=False, feature_extractor=TinyExtractor())
+    history = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
+    assert [h["epoch"] for h in history] == [1, 2]
+    best = json.loads((run_dir / "best.json").read_text())
+    assert best["value"] == pytest.approx(min(h["fid"] for h in history))
+    assert (run_dir / "export_best" / "saved_model.pb").is_file()
+    assert "epoch/eval_fid" in tensorboard_tags(run_dir / "tensorboard")
+    load_generator(run_dir)  # best checkpoint does not disturb the latest
+    generator = build_generator(load_run_config(run_dir).model.generator)
+    restore_generator(run_dir, generator, which="best")
+
+
+def test_rerun_with_a_different_experiment_is_refused(tmp_path):
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1})
+    train(cfg, progress=False)
+    changed = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1, "learning_rate": 0.1})
+    with pytest.raises(ConfigError, match=r"holds a run of a different configuration \(changed: train.learning_rate\)"):
+        train(changed, progress=False)
+
+
+def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
+    guard = NonFiniteLossGuard(tmp_path / "checkpoints" / "latest")
+
+    class Model:
+        stop_training = False
+
+    guard.set_model(Model())
+    guard.on_epoch_begin(2)
+    guard.on_train_batch_end(0, {"g_loss": 1.0})
+    with pytest.raises(TrainingError) as info:
+        guard.on_train_batch_end(6, {"g_loss": 1.0, "d_loss": float("nan")})
+    assert str(info.value) == (
+        f"Loss 'd_loss' became nan at epoch 3, step 7. The last good checkpoint is in "
+        f"{tmp_path / 'checkpoints' / 'latest'}. Lower train.learning_rate or check the data, "
+        "then rerun (it resumes from the checkpoint)."
+    )
