@@ -19,17 +19,29 @@ from psr.config import (
     LossConfig,
     TrainConfig,
 )
+from psr.errors import ConfigError
 from psr.losses.contrastive import DCELoss, HardDCELoss, PatchNCELoss
 from psr.losses.semantic_relation import SemanticRelationLoss
 from psr.models.layers import PatchSampler
 from psr.models.patchgan import PatchGANDiscriminator
 from psr.models.projection_head import PatchMLPHead
 from psr.models.resnet_generator import ResnetGenerator
+from psr.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
 from psr.schedules import GammaCurriculum, LinearDecay
 from psr.trainers.cut import CUTTrainer
 
 
-def build_generator(cfg: GeneratorConfig, channels: int = 3) -> ResnetGenerator:
+def build_generator(cfg: GeneratorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
+    """ResNet generator (CUT) or StyleGAN2-style generator (SinCUT; its channel table depends on the crop)."""
+    if cfg.architecture == "stylegan2":
+        return StyleGAN2Generator(
+            input_channels=channels,
+            output_channels=channels,
+            filters=cfg.filters,
+            num_downsampling=cfg.num_downsampling,
+            num_blocks=cfg.num_blocks,
+            crop_size=crop_size,
+        )
     return ResnetGenerator(
         input_channels=channels,
         output_channels=channels,
@@ -40,16 +52,21 @@ def build_generator(cfg: GeneratorConfig, channels: int = 3) -> ResnetGenerator:
     )
 
 
-def build_discriminator(cfg: DiscriminatorConfig, channels: int = 3) -> PatchGANDiscriminator:
+def build_discriminator(cfg: DiscriminatorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
+    if cfg.architecture == "stylegan2":
+        return StyleGAN2Discriminator(input_channels=channels, filters=cfg.filters, crop_size=crop_size)
     return PatchGANDiscriminator(
         input_channels=channels, filters=cfg.filters, num_layers=cfg.num_layers, antialias=cfg.antialias
     )
 
 
-def build_head(cfg: HeadConfig, generator: ResnetGenerator) -> PatchMLPHead:
-    return PatchMLPHead(
-        input_channels=generator.feature_channels(cfg.layers), units=cfg.units, use_mlp=cfg.use_mlp
-    )
+def build_head(cfg: HeadConfig, generator: keras.Model) -> PatchMLPHead:
+    try:
+        channels = generator.feature_channels(cfg.layers)
+    except ValueError as err:
+        # A layer index the configured generator does not have is a configuration mistake.
+        raise ConfigError(f"model.head.layers {list(cfg.layers)} does not fit this generator: {err}") from None
+    return PatchMLPHead(input_channels=channels, units=cfg.units, use_mlp=cfg.use_mlp)
 
 
 def build_curriculum(cfg: CurriculumConfig, total_epochs: int) -> GammaCurriculum:
@@ -100,14 +117,15 @@ def build_optimizers(cfg: TrainConfig, steps_per_epoch: int) -> tuple:
 
 def build_cut_trainer(cfg: ExperimentConfig, steps_per_epoch: int, seed: Optional[int] = None) -> CUTTrainer:
     """The full single-modal trainer, compiled and with every variable created."""
-    generator = build_generator(cfg.model.generator)
+    crop = cfg.data.crop_size
+    generator = build_generator(cfg.model.generator, crop_size=crop)
     curriculum = build_curriculum(cfg.loss.curriculum, cfg.train.total_epochs)
     weight_temperature = keras.Variable(
         float(curriculum(1)), trainable=False, dtype="float32", name="weight_temperature"
     )
     trainer = CUTTrainer(
         generator=generator,
-        discriminator=build_discriminator(cfg.model.discriminator),
+        discriminator=build_discriminator(cfg.model.discriminator, crop_size=crop),
         head=build_head(cfg.model.head, generator),
         sampler=PatchSampler(num_patches=cfg.model.head.num_patches, seed=seed),
         contrastive_loss=build_contrastive_loss(cfg.loss, weight_temperature),
@@ -122,8 +140,12 @@ def build_cut_trainer(cfg: ExperimentConfig, steps_per_epoch: int, seed: Optiona
         src_on_identity=cfg.loss.src_on_identity,
         layer_reduction=cfg.loss.layer_reduction,
         branch_reduction=cfg.loss.branch_reduction,
+        lambda_identity=cfg.loss.lambda_identity,
+        lambda_r1=cfg.loss.lambda_r1,
+        negatives_from_minibatch=cfg.loss.negatives_from_minibatch,
     )
     g_opt, d_opt, h_opt = build_optimizers(cfg.train, steps_per_epoch)
     trainer.compile(g_opt, d_opt, h_opt, jit_compile=cfg.train.jit_compile)
-    trainer.build_all(image_size=min(cfg.data.crop_size, 64))
+    # The StyleGAN2 discriminator only takes crop-sized images; the ResNet nets build on a small image.
+    trainer.build_all(image_size=crop if cfg.model.discriminator.architecture == "stylegan2" else min(crop, 64))
     return trainer

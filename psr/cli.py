@@ -45,16 +45,12 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from psr.builders import build_generator
-    from psr.config import load_run_config
     from psr.export import export_generator
-    from psr.trainers.checkpoints import restore_generator
+    from psr.inference import load_run_generator
 
-    cfg = load_run_config(args.run_dir)
-    generator = build_generator(cfg.model.generator)
-    generator(__import__("numpy").zeros((1, 32, 32, 3), "float32"))
-    checkpoint = restore_generator(args.run_dir, generator, which=args.checkpoint)
-    out = Path(args.output) if args.output else Path(args.run_dir) / ("export" if args.checkpoint == "latest" else f"export_{args.checkpoint}")
+    generator, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
+    default = "export" if args.checkpoint == "latest" else f"export_{args.checkpoint}"
+    out = Path(args.output) if args.output else Path(args.run_dir) / default
     export_generator(generator, out, cfg.export.pad_multiple)
     print(f"Exported {checkpoint} → {out} (signatures: serving_default, translate_bytes)")
     return 0

@@ -35,8 +35,13 @@ def _choices(*values: str) -> dict:
 
 @dataclass(frozen=True)
 class SyntheticDataConfig:
-    """Procedurally generated shapes → striped shapes dataset (the embedded default)."""
+    """Embedded generated data, written into `data.root` on first use (no download).
 
+    kind "shapes": plain shapes → striped shapes, with ground-truth translations (unaligned data);
+    kind "rocket_pair": a painterly and a photographic view of scikit-image's rocket (single-image data).
+    """
+
+    kind: str = field(default="shapes", metadata=_choices("shapes", "rocket_pair"))
     image_size: int = field(default=32, metadata={"min": 8})
     num_train: int = field(default=200, metadata={"min": 1})
     num_test: int = field(default=16, metadata={"min": 1})
@@ -45,8 +50,13 @@ class SyntheticDataConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Unaligned dataset in the CUT/CycleGAN layout `root/{trainA,trainB,testA,testB}`."""
+    """Dataset in the CUT/CycleGAN layout `root/{trainA,trainB,testA,testB}`.
 
+    kind "unaligned": image folders, random pairing (CUT). kind "single_image": one image in trainA and one
+    in trainB, trained on random zoomed crops (SinCUT, spec §4.7).
+    """
+
+    kind: str = field(default="unaligned", metadata=_choices("unaligned", "single_image"))
     root: str = "datasets/horse2zebra"
     direction: str = field(default="AtoB", metadata=_choices("AtoB", "BtoA"))
     load_size: int = field(default=286, metadata={"min": 1})  # resize target before the random crop
@@ -59,24 +69,30 @@ class DataConfig:
     # Official behaviour: in decay epochs the images are resized straight to crop_size (no crop jitter).
     jitter_in_decay_epochs: bool = False
     max_dataset_size: Optional[int] = field(default=None, metadata={"min": 1})
+    # single_image: zoom factors per axis are drawn from U(1/random_scale_max, 1); samples per epoch.
+    random_scale_max: float = field(default=3.0, metadata={"min": 1.0})
+    epoch_length: int = field(default=100_000, metadata={"min": 1})
     # When set, `root` is filled with a generated dataset on first use (no download).
     synthetic: Optional[SyntheticDataConfig] = None
 
 
 @dataclass(frozen=True)
 class GeneratorConfig:
-    """CUT ResNet generator (spec §4.1)."""
+    """CUT ResNet generator (spec §4.1) or the StyleGAN2-style SinCUT generator (spec §4.6)."""
 
+    architecture: str = field(default="resnet", metadata=_choices("resnet", "stylegan2"))
     filters: int = field(default=64, metadata={"min": 1})  # ngf
     num_blocks: int = field(default=9, metadata={"min": 1})
-    antialias: bool = True
-    antialias_up: bool = True
+    antialias: bool = True  # resnet only
+    antialias_up: bool = True  # resnet only
+    num_downsampling: int = field(default=1, metadata={"min": 0})  # stylegan2 only
 
 
 @dataclass(frozen=True)
 class DiscriminatorConfig:
-    """PatchGAN discriminator (spec §4.4)."""
+    """PatchGAN discriminator (spec §4.4) or the StyleGAN2-style SinCUT discriminator (spec §4.6)."""
 
+    architecture: str = field(default="patchgan", metadata=_choices("patchgan", "stylegan2"))
     filters: int = field(default=64, metadata={"min": 1})  # ndf
     num_layers: int = field(default=3, metadata={"min": 1})
     antialias: bool = True
@@ -126,6 +142,10 @@ class LossConfig:
     lambda_src: float = field(default=0.05, metadata={"min": 0.0})  # λ_SRC
     src_divergence: str = field(default="jsd", metadata=_choices("jsd", "kl", "l1", "l2"))
     identity_branch: bool = True  # Y→Y branch (`--dce_idt`)
+    lambda_identity: float = field(default=0.0, metadata={"min": 0.0})  # L1(G(y), y); SinCUT: 1
+    lambda_r1: float = field(default=0.0, metadata={"min": 0.0})  # R1 on real images; SinCUT: 1 (×½, spec §4.7)
+    # SinCUT: all patches of the minibatch are one set of negatives ([1, B·N, C]) instead of per image.
+    negatives_from_minibatch: bool = False
     # Supplement variants (official code: false / mean / mean).
     src_on_identity: bool = False
     layer_reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
@@ -312,6 +332,12 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         raise ConfigError("loss.curriculum.step_epoch only applies to mode 'linear'; remove it or set mode: linear.")
     if cfg.data.preprocess == "none" and cfg.train.batch_size != 1:
         raise ConfigError("data.preprocess 'none' keeps each image's own size, so train.batch_size must be 1.")
+    if cfg.loss.lambda_identity > 0 and not cfg.loss.identity_branch:
+        raise ConfigError("loss.lambda_identity needs loss.identity_branch: true (it compares G(y) with y).")
+    if cfg.data.kind == "single_image" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "rocket_pair":
+        raise ConfigError("data.kind single_image needs data.synthetic.kind rocket_pair (or no synthetic data).")
+    if cfg.data.kind == "unaligned" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "shapes":
+        raise ConfigError("data.synthetic.kind rocket_pair is single-image data; set data.kind: single_image.")
     if cfg.eval.best_metric not in cfg.eval.metrics:
         raise ConfigError(
             f"eval.best_metric {cfg.eval.best_metric!r} is not in eval.metrics {list(cfg.eval.metrics)!r}."

@@ -34,18 +34,47 @@ _RESUMABLE_KEYS = {("log", "verbose"), ("log", "log_every_steps"), ("log", "samp
 def prepare_dataset_root(cfg: ExperimentConfig) -> Path:
     """Generates the embedded synthetic dataset on first use; returns the dataset root."""
     root = Path(cfg.data.root)
-    if cfg.data.synthetic is not None:
+    s = cfg.data.synthetic
+    if s is not None and s.kind == "shapes":
         from psr.data.synthetic import make_shapes_dataset
 
-        s = cfg.data.synthetic
         make_shapes_dataset(root, image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
+    elif s is not None and s.kind == "rocket_pair":
+        from psr.data.single_image import make_sample_pair
+
+        make_sample_pair(root)
     return root
+
+
+def single_image_paths(cfg: ExperimentConfig) -> tuple[str, str]:
+    """The one source and one target image of a single-image experiment (`root/trainA`, `root/trainB`)."""
+    from psr.data.images import list_images
+
+    source, target = domain_folders(cfg, "train")
+    paths = []
+    for folder in (source, target):
+        found = list_images(folder, role="the single training image")
+        if len(found) != 1:
+            raise DatasetError(
+                f"{folder} holds {len(found)} images; data.kind single_image expects exactly one image per domain."
+            )
+        paths.append(found[0])
+    return paths[0], paths[1]
 
 
 def build_training_data(cfg: ExperimentConfig):
     from psr.data.unaligned import UnalignedDataset
 
     root = prepare_dataset_root(cfg)
+    if cfg.data.kind == "single_image":
+        from psr.data.single_image import SingleImageDataset
+
+        path_a, path_b = single_image_paths(cfg)
+        return SingleImageDataset(
+            path_a, path_b, crop_size=cfg.data.crop_size, batch_size=cfg.train.batch_size,
+            random_scale_max=cfg.data.random_scale_max, flip=cfg.data.flip,
+            epoch_length=cfg.data.epoch_length, seed=cfg.train.seed,
+        )
     return UnalignedDataset(
         root,
         direction=cfg.data.direction,
@@ -67,10 +96,18 @@ def domain_folders(cfg: ExperimentConfig, phase: str = "test") -> tuple[Path, Pa
     return (a, b) if cfg.data.direction == "AtoB" else (b, a)
 
 
-def fixed_sample_batch(cfg: ExperimentConfig) -> tuple[np.ndarray, np.ndarray]:
-    """The fixed images shown in every sample grid: the first test images (train images if no test split)."""
+def fixed_sample_batch(cfg: ExperimentConfig, data=None) -> tuple[np.ndarray, np.ndarray]:
+    """The fixed images shown in every sample grid: the first test images (train images if no test split).
+
+    Single-image experiments show the first crops the training data yields.
+    """
     from psr.data.images import list_images
     from psr.data.unaligned import make_test_dataset
+
+    if cfg.data.kind == "single_image":
+        real_a, real_b = next(iter(data.dataset()))
+        n = cfg.log.num_samples
+        return np.asarray(real_a)[:n], np.asarray(real_b)[:n]
 
     def first(folder_test: Path, folder_train: Path) -> np.ndarray:
         folder = folder_test
@@ -155,8 +192,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     data = build_training_data(cfg)
     steps_per_epoch = cfg.train.steps_per_epoch or data.steps_per_epoch
     resolved = {
-        "train_images_source": data.num_a,
-        "train_images_target": data.num_b,
+        "train_images_source": getattr(data, "num_a", 1),
+        "train_images_target": getattr(data, "num_b", 1),
         "steps_per_epoch": steps_per_epoch,
         "total_steps": steps_per_epoch * cfg.train.total_epochs,
     }
@@ -169,11 +206,13 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     if epoch or step_in_epoch:
         print(f"Resuming {run_dir} at epoch {epoch + 1}/{total}, step {step_in_epoch + 1}.", file=sys.stderr)
 
-    real_a, real_b = fixed_sample_batch(cfg)
+    real_a, real_b = fixed_sample_batch(cfg, data)
     saver = CheckpointSaver(state, every_epochs=cfg.log.checkpoint_every_epochs,
                             save_every_steps=cfg.log.save_every_steps, start_epoch=epoch, steps_offset=step_in_epoch)
-    callbacks = [
-        CropJitterSwitch(data.jitter, cfg.train.epochs, cfg.data.jitter_in_decay_epochs),
+    callbacks = []
+    if hasattr(data, "jitter"):  # unaligned data: no crop jitter in decay epochs (spec §5)
+        callbacks.append(CropJitterSwitch(data.jitter, cfg.train.epochs, cfg.data.jitter_in_decay_epochs))
+    callbacks += [
         GammaScheduler(build_curriculum(cfg.loss.curriculum, total)),
         LearningRateLogger(),
         StepTimer(),
@@ -217,7 +256,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         from psr.export import export_generator
 
         export_generator(trainer.generator, run_dir / "export", cfg.export.pad_multiple)
-    if cfg.data.synthetic is not None:
+    if cfg.data.synthetic is not None and cfg.data.synthetic.kind == "shapes":
         report_content_scores(cfg, run_dir, trainer.generator)
     return run_dir
 

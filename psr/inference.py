@@ -12,6 +12,18 @@ from psr.errors import CheckpointError, DatasetError
 from psr.export import SIGNATURE_FLOAT, is_saved_model, translate_any_size
 
 
+def load_run_generator(run_dir: Union[str, Path], checkpoint: str = "latest"):
+    """`(generator, config, checkpoint path)` of a run directory (`config.yaml` + its newest checkpoint)."""
+    from psr.builders import build_generator
+    from psr.config import load_run_config
+    from psr.trainers.checkpoints import restore_generator
+
+    cfg = load_run_config(run_dir)
+    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
+    path = restore_generator(run_dir, generator, which=checkpoint)
+    return generator, cfg, path
+
+
 def load_translator(model: Union[str, Path], checkpoint: str = "latest") -> Callable[[np.ndarray], np.ndarray]:
     """Returns `f(images [N, H, W, 3] float32 in [-1, 1]) -> translations` of the same size.
 
@@ -33,14 +45,7 @@ def load_translator(model: Union[str, Path], checkpoint: str = "latest") -> Call
 
     if not model.is_dir():
         raise CheckpointError(f"Model not found: {model}. Pass a run directory or an exported model folder.")
-    from psr.builders import build_generator
-    from psr.config import load_run_config
-    from psr.trainers.checkpoints import restore_generator
-
-    cfg = load_run_config(model)
-    generator = build_generator(cfg.model.generator)
-    generator(tf.zeros((1, 32, 32, 3)))
-    restore_generator(model, generator, which=checkpoint)
+    generator, cfg, _ = load_run_generator(model, checkpoint)
     multiple = cfg.export.pad_multiple
 
     @tf.function(reduce_retracing=True)

@@ -48,10 +48,10 @@ def iterations(run_dir: Path) -> int:
     return counts.pop()
 
 
-def load_generator(run_dir: Path):
+def load_generator(run_dir: Path, which: str = "latest"):
     cfg = load_run_config(run_dir)
-    generator = build_generator(cfg.model.generator)
-    restore_generator(run_dir, generator)
+    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
+    restore_generator(run_dir, generator, which=which)
     return generator
 
 
@@ -174,8 +174,20 @@ def test_periodic_evaluation_keeps_best(tmp_path):
     assert (run_dir / "export_best" / "saved_model.pb").is_file()
     assert "epoch/eval_fid" in tensorboard_tags(run_dir / "tensorboard")
     load_generator(run_dir)  # best checkpoint does not disturb the latest
-    generator = build_generator(load_run_config(run_dir).model.generator)
-    restore_generator(run_dir, generator, which="best")
+    load_generator(run_dir, which="best")
+
+    # `main.py eval` protocol: translate testA, compare with testB, record everywhere.
+    from psr.evaluation import evaluate_model
+
+    record = evaluate_model(run_dir, metrics=["fid", "kid"], kid_subset_size=4, image_size=16,
+                            extractor=TinyExtractor(), progress=False)
+    assert record["num_images"] == 4 and record["epoch"] == 2
+    assert record["reference"].endswith("testB") and {"fid", "kid", "kid_std"} <= set(record)
+    assert json.loads((run_dir / "eval.json").read_text())["fid"] == pytest.approx(record["fid"])
+    assert "eval/fid" in tensorboard_tags(run_dir / "tensorboard")
+    from_export = evaluate_model(run_dir / "export", data_root=cfg.data.root, metrics=["fid"], image_size=16,
+                                 extractor=TinyExtractor(), progress=False)
+    assert from_export["fid"] == pytest.approx(record["fid"], rel=1e-3)
 
 
 def test_rerun_with_a_different_experiment_is_refused(tmp_path):
@@ -202,3 +214,36 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
         f"{tmp_path / 'checkpoints' / 'latest'}. Lower train.learning_rate or check the data, "
         "then rerun (it resumes from the checkpoint)."
     )
+
+
+def test_sincut_single_image_train_export_translate_any_size(tmp_path):
+    raw = tiny_raw(tmp_path)
+    raw["data"] = {"kind": "single_image", "root": str(tmp_path / "pair"), "synthetic": {"kind": "rocket_pair"},
+                   "load_size": 32, "crop_size": 32, "epoch_length": 8}
+    raw["model"] = {
+        "generator": {"architecture": "stylegan2", "filters": 2, "num_blocks": 6, "num_downsampling": 1},
+        "discriminator": {"architecture": "stylegan2", "filters": 2},
+        "head": {"units": 8, "num_patches": 1, "layers": [0, 2, 4]},
+    }
+    raw["loss"] = {"gan_mode": "nonsaturating", "contrastive": "dce", "lambda_contrastive": 4.0, "lambda_src": 10.0,
+                   "lambda_identity": 1.0, "lambda_r1": 1.0, "negatives_from_minibatch": True,
+                   "curriculum": {"start": 200.0, "end": 40.0}}
+    raw["train"] = {"epochs": 1, "decay_epochs": 1, "batch_size": 4, "learning_rate": 0.002, "beta_1": 0.0,
+                    "beta_2": 0.99, "seed": 0}
+    experiment = write_yaml(tmp_path / "sincut.yaml", raw)
+    assert main(["run", str(experiment), "--quiet"]) == 0
+    run_dir = Path(raw["log"]["run_dir"])
+    assert iterations(run_dir) == 4  # 2 epochs × 8 samples / batch 4
+    assert "epoch/d_r1" in tensorboard_tags(run_dir / "tensorboard")
+
+    painting = np.random.default_rng(2).integers(0, 256, (250, 300, 3), dtype=np.uint8)  # odd aspect, 300×250
+    Image.fromarray(painting).save(tmp_path / "painting.png")
+    assert main(["translate", str(run_dir / "export"), str(tmp_path / "painting.png"), "-o", str(tmp_path / "out"),
+                 "--quiet"]) == 0
+    out = np.asarray(Image.open(tmp_path / "out" / "painting.png"))
+    assert out.shape == (250, 300, 3)
+    generator = load_generator(run_dir)
+    expected = keras_translate(generator, painting.astype("float32") / 127.5 - 1)
+    expected = ((np.clip(expected, -1, 1) + 1) / 2 * 255).astype(np.uint8)
+    # The generator injects fresh noise, but its strength starts at 0 and moved little in 2 steps.
+    assert np.abs(out.astype(int) - expected.astype(int)).mean() < 2.0

@@ -16,3 +16,8 @@ __all__ = [
     "to_uint8",
     "verify_images",
 ]
+
+# SinCUT: random zoomed crops of one image per domain (spec §4.7).
+from psr.data.single_image import SingleImageDataset, make_sample_pair  # noqa: E402
+
+__all__ += ["SingleImageDataset", "make_sample_pair"]

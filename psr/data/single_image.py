@@ -72,8 +72,7 @@ class SingleImageDataset:
             per axis (3 upstream); 1 disables zooming.
         flip: random horizontal flips (p = 0.5, per crop).
         epoch_length: samples per epoch (100,000 upstream).
-        seed: makes every random choice reproducible; None for fresh randomness
-            (still reproducible under `keras.utils.set_random_seed`).
+        seed: makes every random choice reproducible; None for fresh randomness.
 
     Raises:
         DatasetError: an image is missing or cannot be decoded (the message
@@ -104,7 +103,8 @@ class SingleImageDataset:
             )
         if isinstance(epoch_length, bool) or not isinstance(epoch_length, int) or epoch_length < batch_size:
             raise ValueError(
-                f"`epoch_length` must be an integer >= batch_size ({batch_size}). Received: epoch_length={epoch_length!r}"
+                f"`epoch_length` must be an integer >= batch_size ({batch_size}). "
+                f"Received: epoch_length={epoch_length!r}"
             )
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
             raise ValueError(f"`seed` must be an integer or None. Received: seed={seed!r}")

@@ -32,3 +32,32 @@ __all__ = [
     "instance_norm",
     "l2_normalize",
 ]
+
+# SinCUT: StyleGAN2-style networks (spec §4.6).
+from psr.models.stylegan2 import (  # noqa: E402
+    SINCUT_NCE_LAYERS,
+    Blur,
+    ConvLayer,
+    EqualConv2D,
+    EqualLinear,
+    FusedLeakyReLU,
+    ResBlock,
+    ScaledLeakyReLU,
+    StyleGAN2Discriminator,
+    StyleGAN2Generator,
+    StyledConvUpsample,
+)
+
+__all__ += [
+    "SINCUT_NCE_LAYERS",
+    "Blur",
+    "ConvLayer",
+    "EqualConv2D",
+    "EqualLinear",
+    "FusedLeakyReLU",
+    "ResBlock",
+    "ScaledLeakyReLU",
+    "StyleGAN2Discriminator",
+    "StyleGAN2Generator",
+    "StyledConvUpsample",
+]

@@ -257,14 +257,25 @@ class ResnetGenerator(keras.Model):
             The feature maps, in the order of `layer_ids`.
         """
         layer_ids = self._check_layer_ids(layer_ids)
+        return self._run(inputs, layer_ids, stop=max(layer_ids) + 1)[1]
+
+    def translate_and_encode(self, inputs, layer_ids: Sequence[int] = DEFAULT_NCE_LAYERS, training=False):
+        """`(call(inputs), encode(inputs, layer_ids))` in one pass: the encoder is the start of the generator.
+
+        The trainer uses it for the real images, whose features (the contrastive keys) are exactly the
+        activations the translation computes anyway, so no separate encoder pass is needed.
+        """
+        return self._run(inputs, self._check_layer_ids(layer_ids), stop=len(self.sequence))
+
+    def _run(self, inputs, layer_ids: list, stop: int):
         wanted = set(layer_ids)
         captured = {}
         x = inputs
-        for index in range(max(layer_ids) + 1):
+        for index in range(stop):
             x = self.sequence[index](x)
             if index in wanted:
                 captured[index] = x
-        return [captured[index] for index in layer_ids]
+        return x, [captured[index] for index in layer_ids]
 
     @property
     def sequence_channels(self) -> list[int]:

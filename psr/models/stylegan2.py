@@ -90,7 +90,7 @@ def generator_channels(filters: int) -> dict[int, int]:
     multiplier = filters / 32
     table = {}
     for resolution in _RESOLUTIONS:
-        channels = int(round(16384 / resolution * multiplier))
+        channels = round(16384 / resolution * multiplier)  # Python round: half to even, as upstream
         table[resolution] = min(512, channels) if resolution <= 32 else channels
     return table
 
@@ -157,7 +157,9 @@ class EqualConv2D(keras.layers.Layer):
     def build(self, input_shape):
         in_channels = input_shape[-1]
         if in_channels is None:
-            raise ValueError(f"EqualConv2D {self.name} needs a known channel count. Received: input_shape={input_shape}")
+            raise ValueError(
+                f"EqualConv2D {self.name} needs a known channel count. Received: input_shape={input_shape}"
+            )
         self.scale = 1.0 / math.sqrt(in_channels * self.kernel_size**2)
         self.kernel = self.add_weight(
             name="kernel",
@@ -179,7 +181,9 @@ class EqualConv2D(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, _ = input_shape
-        size = lambda d: (d + 2 * self.padding - self.kernel_size) // self.strides + 1  # noqa: E731
+        def size(d):
+            return (d + 2 * self.padding - self.kernel_size) // self.strides + 1
+
         return (batch, _spatial(height, size), _spatial(width, size), self.filters)
 
     def get_config(self):
@@ -345,7 +349,9 @@ class Blur(keras.layers.Layer):
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape
-        size = lambda d: d + sum(self.padding) - len(self.kernel) + 1  # noqa: E731
+        def size(d):
+            return d + sum(self.padding) - len(self.kernel) + 1
+
         return (batch, _spatial(height, size), _spatial(width, size), channels)
 
     def get_config(self):
@@ -585,7 +591,9 @@ class StyledConvUpsample(keras.layers.Layer):
 
     def _upsampled_shape(self, input_shape):
         batch, height, width, _ = input_shape
-        size = lambda d: 2 * (d - 1) + self.kernel_size  # noqa: E731
+        def size(d):
+            return 2 * (d - 1) + self.kernel_size
+
         return (batch, _spatial(height, size), _spatial(width, size), self.out_channels)
 
     def modulated_kernel(self):
@@ -646,10 +654,10 @@ class StyleGAN2Generator(keras.Model):
         num_blocks: upstream `n_blocks` (6): num_blocks // 2 ResBlocks at the
             bottleneck of the encoder and as many at the start of the decoder.
         crop_size: training crop side; only selects the channel-table row.
+        name: model name.
         inject_noise: noise injection in the upsampling convs (upstream's
             "smallstylegan2" disables it).
         seed: seed of the noise streams; None draws from Keras' global seed.
-        name: model name.
     """
 
     def __init__(
@@ -660,9 +668,10 @@ class StyleGAN2Generator(keras.Model):
         num_downsampling: int = 1,
         num_blocks: int = 6,
         crop_size: int = 64,
+        name: str = "generator",
+        *,
         inject_noise: bool = True,
         seed: int | None = None,
-        name: str = "generator",
         **kwargs,
     ):
         super().__init__(name=name, **kwargs)
@@ -683,7 +692,9 @@ class StyleGAN2Generator(keras.Model):
         table = generator_channels(filters)
         used = [table[resolution // 2**level] for level in range(num_downsampling + 1)]
         if min(used) < 1:
-            raise ValueError(f"Argument `filters` is too small: a layer would get 0 channels. Received: filters={filters}")
+            raise ValueError(
+                f"Argument `filters` is too small: a layer would get 0 channels. Received: filters={filters}"
+            )
         self.input_channels = int(input_channels)
         self.output_channels = int(output_channels)
         self.filters = int(filters)
@@ -851,7 +862,9 @@ class StyleGAN2Discriminator(keras.Model):
         table = discriminator_channels(filters)
         resolutions = [r for r in _RESOLUTIONS if r <= crop_size]
         if min(table[r] for r in resolutions) < 1:
-            raise ValueError(f"Argument `filters` is too small: a layer would get 0 channels. Received: filters={filters}")
+            raise ValueError(
+                f"Argument `filters` is too small: a layer would get 0 channels. Received: filters={filters}"
+            )
         self.input_channels = int(input_channels)
         self.filters = int(filters)
         self.crop_size = int(crop_size)

@@ -3,8 +3,9 @@
 `CUTTrainer` is a `keras.Model` that receives built networks and losses and
 implements one training iteration of the official code (spec §2):
 
-1. keys: embeddings of the real images (no gradient);
-2. translate x (and y, for the identity branch) with G;
+1. translate x (and y, for the identity branch) with G; the same pass gives
+   the real images' encoder features;
+2. keys: projected patches of those features (no gradient);
 3. update D on the detached translation;
 4. update G and the projection head together, using the already updated D.
 
@@ -22,8 +23,9 @@ import tensorflow as tf
 from keras import ops
 
 from psr.losses.adversarial import discriminator_loss, generator_loss
+from psr.losses.regularizers import r1_penalty
 
-LOG_NAMES = ("d_loss", "d_real", "d_fake", "g_loss", "g_adv", "g_nce", "g_nce_idt", "g_src")
+LOG_NAMES = ("d_loss", "d_real", "d_fake", "d_r1", "g_loss", "g_adv", "g_nce", "g_nce_idt", "g_src", "g_idt")
 
 
 def global_batch_mean(per_sample):
@@ -31,6 +33,13 @@ def global_batch_mean(per_sample):
     replicas = tf.distribute.get_strategy().num_replicas_in_sync
     per_sample = ops.cast(per_sample, "float32")
     return ops.sum(per_sample) / ops.cast(ops.shape(per_sample)[0] * replicas, "float32")
+
+
+def translate_and_encode(generator, images, layer_ids):
+    """`(G(x), G_enc(x))`, in one pass when the generator offers it (its encoder is its first layers)."""
+    if hasattr(generator, "translate_and_encode"):
+        return generator.translate_and_encode(images, layer_ids, training=True)
+    return generator(images, training=True), generator.encode(images, layer_ids)
 
 
 def combine_layers(values: Sequence, reduction: str):
@@ -59,6 +68,10 @@ class CUTTrainer(keras.Model):
         src_on_identity: supplement variant: SRC on the identity branch too (official: off).
         layer_reduction: "mean" over layers (official) or "sum" (supplement).
         branch_reduction: "mean" of the X→Y and Y→Y terms (official ½(·+·)) or "sum" (supplement).
+        lambda_identity: weight of the L1 identity term mean|G(y) − y| (SinCUT: 1; needs the identity branch).
+        lambda_r1: weight of the R1 penalty on real images; L_D gets ½·λ_R1·mean_b Σ|∇D(y)|² (SinCUT: 1).
+        negatives_from_minibatch: treat the patches of all images as one set ([1, B·N, C]; SinCUT) instead
+            of per-image sets.
     """
 
     def __init__(
@@ -80,6 +93,9 @@ class CUTTrainer(keras.Model):
         src_on_identity: bool = False,
         layer_reduction: str = "mean",
         branch_reduction: str = "mean",
+        lambda_identity: float = 0.0,
+        lambda_r1: float = 0.0,
+        negatives_from_minibatch: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -110,7 +126,19 @@ class CUTTrainer(keras.Model):
         self.src_on_identity = bool(src_on_identity)
         self.layer_reduction = layer_reduction
         self.branch_reduction = branch_reduction
-        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES}
+        self.lambda_identity = float(lambda_identity)
+        self.lambda_r1 = float(lambda_r1)
+        self.negatives_from_minibatch = bool(negatives_from_minibatch)
+        if self.lambda_identity and not self.identity_branch:
+            raise ValueError("`lambda_identity` needs `identity_branch=True`. Received: identity_branch=False")
+        inactive = {
+            "d_r1": not self.lambda_r1,
+            "g_idt": not self.lambda_identity,
+            "g_nce_idt": not self.identity_branch,
+            "g_src": src_loss is None,
+        }
+        # Only the terms this configuration computes are tracked (and shown in logs and TensorBoard).
+        self.trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES if not inactive.get(name)}
 
     # === Set-up ===
 
@@ -145,30 +173,42 @@ class CUTTrainer(keras.Model):
 
     # === Loss pieces ===
 
+    def _patch_sets(self, embeddings):
+        """[B, N, C] per-image sets, or one [1, B·N, C] set when negatives come from the whole minibatch."""
+        if not self.negatives_from_minibatch:
+            return embeddings
+        return ops.reshape(embeddings, (1, -1, ops.shape(embeddings)[-1]))
+
+    def _layer_losses(self, loss, weight: float, keys: Sequence, queries: Sequence):
+        terms = [weight * loss(self._patch_sets(k), self._patch_sets(q)) for k, q in zip(keys, queries)]
+        return combine_layers(terms, self.layer_reduction)
+
     def _contrastive(self, keys: Sequence, queries: Sequence):
-        return combine_layers(
-            [self.lambda_contrastive * self.contrastive_loss(k, q) for k, q in zip(keys, queries)],
-            self.layer_reduction,
-        )
+        return self._layer_losses(self.contrastive_loss, self.lambda_contrastive, keys, queries)
 
     def _src(self, keys: Sequence, queries: Sequence):
-        return combine_layers(
-            [self.lambda_src * self.src_loss(k, q) for k, q in zip(keys, queries)], self.layer_reduction
-        )
+        return self._layer_losses(self.src_loss, self.lambda_src, keys, queries)
 
     def _discriminator_step(self, real_b, fake_b):
-        """L_D = ½ (L_real + L_fake) on the detached translation (spec §2); applies D's update."""
+        """L_D = ½ (L_real + L_fake) [+ ½·λ_R1·R1] on the detached translation (spec §2, §4.7); applies D's update."""
         with tf.GradientTape() as tape:
-            real_scores = self.discriminator(real_b, training=True)
+            if self.lambda_r1:
+                r1, real_scores = r1_penalty(self.discriminator, real_b)
+            else:
+                r1, real_scores = ops.zeros((ops.shape(real_b)[0],)), self.discriminator(real_b, training=True)
             fake_scores = self.discriminator(fake_b, training=True)
             loss_real, loss_fake = discriminator_loss(real_scores, fake_scores, self.gan_mode)
             d_loss = 0.5 * (global_batch_mean(loss_real) + global_batch_mean(loss_fake))
+            if self.lambda_r1:
+                d_loss += 0.5 * self.lambda_r1 * global_batch_mean(r1)
         variables = self.discriminator.trainable_variables
         self.d_optimizer.apply_gradients(zip(tape.gradient(d_loss, variables), variables))
+        d_r1 = 0.5 * self.lambda_r1 * ops.mean(ops.cast(r1, "float32"))
         return {
-            "d_loss": 0.5 * (ops.mean(loss_real) + ops.mean(loss_fake)),
+            "d_loss": 0.5 * (ops.mean(loss_real) + ops.mean(loss_fake)) + d_r1,
             "d_real": ops.mean(loss_real),
             "d_fake": ops.mean(loss_fake),
+            "d_r1": d_r1,
         }
 
     # === Training step ===
@@ -178,16 +218,19 @@ class CUTTrainer(keras.Model):
         batch = ops.shape(real_a)[0]
         real = ops.concatenate([real_a, real_b], axis=0) if self.identity_branch else real_a
 
-        # 1. Keys: real-image patch embeddings. They never carry gradient (spec §7.9), so they are
-        #    computed outside the tape; patch ids are drawn once and shared by all four feature sets.
-        real_features = self.generator.encode(real, self.nce_layers)
-        patch_ids = self.sampler(real_features)
-        keys = [ops.stop_gradient(k) for k in self.head(real_features, patch_ids)]
-
         with tf.GradientTape() as tape:
-            # 2. Translate x (and y for the identity branch) in one batch.
-            fake = ops.cast(self.generator(real, training=True), "float32")
+            # 1. Translate x (and y for the identity branch) in one batch. The same pass yields the
+            #    real images' encoder features, the contrastive keys (the encoder is G's first layers).
+            fake, real_features = translate_and_encode(self.generator, real, self.nce_layers)
+            fake = ops.cast(fake, "float32")
             fake_b = fake[:batch]
+
+            # 2. Keys never carry gradient (spec §7.9). Patch ids are drawn once per step and shared by
+            #    the four feature sets (x, G(x), y, G(y)).
+            with tape.stop_recording():
+                real_features = [ops.stop_gradient(f) for f in real_features]
+                patch_ids = self.sampler(real_features)
+                keys = [ops.stop_gradient(k) for k in self.head(real_features, patch_ids)]
 
             # 3. Discriminator update on the detached translation, before G's update.
             with tape.stop_recording():
@@ -213,7 +256,13 @@ class CUTTrainer(keras.Model):
             else:
                 nce_yy = ops.zeros(())
                 nce = nce_xy
-            g_loss = self.lambda_gan * g_adv + nce + src
+            if self.lambda_identity:
+                # SinCUT's L1 identity term λ_idt · mean|G(y) − y| (spec §4.7).
+                idt_per_sample = ops.mean(ops.abs(fake[batch:] - ops.cast(real_b, "float32")), axis=(1, 2, 3))
+            else:
+                idt_per_sample = ops.zeros((batch,))
+            g_idt = self.lambda_identity * global_batch_mean(idt_per_sample)
+            g_loss = self.lambda_gan * g_adv + nce + src + g_idt
 
         g_vars = self.generator.trainable_variables
         h_vars = self.head.trainable_variables
@@ -229,10 +278,11 @@ class CUTTrainer(keras.Model):
             g_nce=nce_xy * replicas,
             g_nce_idt=nce_yy * replicas,
             g_src=src * replicas,
+            g_idt=self.lambda_identity * ops.mean(idt_per_sample),
         )
-        logs["g_loss"] = self.lambda_gan * logs["g_adv"] + (nce + src) * replicas
-        for name, value in logs.items():
-            self.trackers[name].update_state(value)
+        logs["g_loss"] = self.lambda_gan * logs["g_adv"] + (nce + src) * replicas + logs["g_idt"]
+        for name, tracker in self.trackers.items():
+            tracker.update_state(logs[name])
         return {name: tracker.result() for name, tracker in self.trackers.items()}
 
     def get_config(self):
@@ -248,4 +298,7 @@ class CUTTrainer(keras.Model):
             "src_on_identity": self.src_on_identity,
             "layer_reduction": self.layer_reduction,
             "branch_reduction": self.branch_reduction,
+            "lambda_identity": self.lambda_identity,
+            "lambda_r1": self.lambda_r1,
+            "negatives_from_minibatch": self.negatives_from_minibatch,
         }

@@ -107,7 +107,9 @@ class TestR1Penalty:
         np.testing.assert_allclose(np.asarray(together), separate, rtol=1e-12)
 
     def test_input_independent_discriminator_gives_zero_not_none(self):
-        constant = keras.Sequential([keras.Input((4, 4, 3)), keras.layers.Lambda(lambda y: tf.ones_like(y[:, :1, 0, 0]))])
+        constant = keras.Sequential(
+            [keras.Input((4, 4, 3)), keras.layers.Lambda(lambda y: tf.ones_like(y[:, :1, 0, 0]))]
+        )
         penalty, _ = r1_penalty(constant, np.ones((2, 4, 4, 3), "float32"))
         np.testing.assert_array_equal(np.asarray(penalty), [0.0, 0.0])
 

@@ -22,9 +22,9 @@ from psr.models.stylegan2 import (
     FusedLeakyReLU,
     ResBlock,
     ScaledLeakyReLU,
+    StyledConvUpsample,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
-    StyledConvUpsample,
     discriminator_channels,
     generator_channels,
 )
@@ -342,12 +342,12 @@ class TestBuildingBlocks:
     def test_conv_layer_variants_match_numpy(self):
         x = images((2, 8, 10, 4), seed=6)
         variants = [
-            dict(kernel_size=3),
-            dict(kernel_size=1),
-            dict(kernel_size=3, downsample=True),
-            dict(kernel_size=1, downsample=True, activate=False, bias=False),
-            dict(kernel_size=3, activate=False, bias=True),
-            dict(kernel_size=3, activate=True, bias=False),
+            {"kernel_size": 3},
+            {"kernel_size": 1},
+            {"kernel_size": 3, "downsample": True},
+            {"kernel_size": 1, "downsample": True, "activate": False, "bias": False},
+            {"kernel_size": 3, "activate": False, "bias": True},
+            {"kernel_size": 3, "activate": True, "bias": False},
         ]
         for kwargs in variants:
             layer = ConvLayer(4, 6, **kwargs)
@@ -423,16 +423,17 @@ class TestConfig:
     @pytest.mark.parametrize(
         "cls, kwargs, shape",
         [
-            (EqualConv2D, dict(filters=3, kernel_size=3, strides=2, padding=1, use_bias=False), (1, 8, 8, 2)),
-            (EqualLinear, dict(units=3, use_bias=False), (2, 5)),
-            (FusedLeakyReLU, dict(channels=2, negative_slope=0.1, scale=2.0), (1, 4, 4, 2)),
-            (ScaledLeakyReLU, dict(negative_slope=0.3), (1, 4, 4, 2)),
-            (Blur, dict(padding=(2, 1), gain=2.0, kernel=(1, 2, 1)), (1, 6, 6, 2)),
-            (ConvLayer, dict(in_channels=2, out_channels=3, kernel_size=1, downsample=True, activate=True,
-                             bias=False), (1, 8, 8, 2)),
-            (ResBlock, dict(in_channels=2, out_channels=3, downsample=False), (1, 8, 8, 2)),
-            (StyledConvUpsample, dict(in_channels=2, out_channels=3, kernel_size=3, demodulate=False,
-                                      inject_noise=False, seed=5), (1, 4, 4, 2)),
+            (EqualConv2D, {"filters": 3, "kernel_size": 3, "strides": 2, "padding": 1, "use_bias": False},
+             (1, 8, 8, 2)),
+            (EqualLinear, {"units": 3, "use_bias": False}, (2, 5)),
+            (FusedLeakyReLU, {"channels": 2, "negative_slope": 0.1, "scale": 2.0}, (1, 4, 4, 2)),
+            (ScaledLeakyReLU, {"negative_slope": 0.3}, (1, 4, 4, 2)),
+            (Blur, {"padding": (2, 1), "gain": 2.0, "kernel": (1, 2, 1)}, (1, 6, 6, 2)),
+            (ConvLayer, {"in_channels": 2, "out_channels": 3, "kernel_size": 1, "downsample": True,
+                         "activate": True, "bias": False}, (1, 8, 8, 2)),
+            (ResBlock, {"in_channels": 2, "out_channels": 3, "downsample": False}, (1, 8, 8, 2)),
+            (StyledConvUpsample, {"in_channels": 2, "out_channels": 3, "kernel_size": 3, "demodulate": False,
+                                  "inject_noise": False, "seed": 5}, (1, 4, 4, 2)),
         ],
     )
     def test_layer_config_roundtrip_keeps_outputs(self, cls, kwargs, shape):

@@ -1,0 +1,75 @@
+"""Seconds per training step and peak memory of the full horse→zebra network (issue #3 benchmark).
+
+    python bench/train_step.py --size 128 --steps 5            # eager-graph (tf.function) step
+    python bench/train_step.py --size 256 --steps 3 --jit      # the same step compiled with XLA
+
+The network is the official one: ResNet generator ngf 64 with 9 blocks, PatchGAN, five NCE layers × 256
+patches, identity branch, batch 1, hDCE + SRC. Random images stand in for data (the data pipeline is not
+timed). Peak memory is the process's peak resident set size (ru_maxrss), which includes TensorFlow itself
+(about 0.5 GB after import), measured in a fresh process per setting.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import psr  # noqa: E402,F401
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--size", type=int, default=128, help="image side (the official crop is 256)")
+    parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
+    parser.add_argument("--jit", action="store_true", help="compile the step with XLA")
+    parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow default)")
+    parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow default)")
+    args = parser.parse_args()
+
+    import tensorflow as tf
+
+    if args.intra_op:
+        tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    if args.inter_op:
+        tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
+    from psr.builders import build_cut_trainer
+    from psr.config import load_experiment
+
+    experiment = Path(__file__).resolve().parents[1] / "experiments" / "horse2zebra.yaml"
+    cfg = load_experiment(experiment, [f"train.batch_size={args.batch}", f"data.crop_size={args.size}",
+                                       f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}"])
+    trainer = build_cut_trainer(cfg, steps_per_epoch=1000, seed=0)
+    rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)
+    y = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=2)
+    step = tf.function(trainer.train_step, jit_compile=args.jit)
+    start = time.perf_counter()
+    float(step((x, y))["g_loss"])
+    first = time.perf_counter() - start
+    times = []
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        float(step((x, y))["g_loss"])  # forces the step to finish
+        times.append(time.perf_counter() - start)
+    times.sort()
+    result = {
+        "size": args.size, "batch": args.batch, "jit_compile": args.jit, "steps": args.steps,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "inter_op": args.inter_op,
+        "first_step_s": round(first, 2),
+        "median_s_per_step": round(times[len(times) // 2], 3), "min_s_per_step": round(times[0], 3),
+        "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
+        "rss_after_build_mb": round(rss_built),
+    }
+    print(json.dumps(result))
+
+
+if __name__ == "__main__":
+    main()
