@@ -9,6 +9,7 @@ from psr.models.layers import (
     ZeroPaddedConv2D,
     conv_kernel_initializer,
     gather_patches,
+    InstanceNormalization,
     instance_norm,
 )
 from psr.models.patchgan import PatchGANDiscriminator
@@ -29,6 +30,7 @@ __all__ = [
     "ZeroPaddedConv2D",
     "conv_kernel_initializer",
     "gather_patches",
+    "InstanceNormalization",
     "instance_norm",
     "l2_normalize",
 ]

@@ -8,6 +8,7 @@ random patch sampling of the contrastive projection head.
 """
 
 import keras
+import tensorflow as tf
 import numpy as np
 from keras import ops
 
@@ -43,15 +44,42 @@ def conv_kernel_initializer() -> keras.initializers.Initializer:
     )
 
 
-def instance_norm(name: str) -> keras.layers.GroupNormalization:
-    """PyTorch `InstanceNorm2d(affine=False, track_running_stats=False)`.
+@keras.saving.register_keras_serializable(package="psr")
+class InstanceNormalization(keras.layers.Layer):
+    """PyTorch `InstanceNorm2d(affine=False, track_running_stats=False)` for NHWC maps.
 
-    One group per channel normalises every channel of every image over its
-    own spatial positions, with the biased variance and epsilon 1e-5.
+    Every channel of every image is normalised over its own spatial positions
+    with the biased variance. Same values as
+    `GroupNormalization(groups=-1, center=False, scale=False)`, but written as
+    plain mean / centred variance: its forward+backward is ~1.7x faster on CPU,
+    and its second-order gradients are exact (`ops.moments` centres the
+    variance on a stop-gradient mean, which breaks R1-style double backprop).
+
+    Formula:
+        y = (x − mean_hw(x)) / sqrt(mean_hw((x − mean_hw(x))²) + epsilon)
     """
-    return keras.layers.GroupNormalization(
-        groups=-1, epsilon=INSTANCE_NORM_EPSILON, center=False, scale=False, name=name
-    )
+
+    def __init__(self, epsilon: float = INSTANCE_NORM_EPSILON, **kwargs):
+        super().__init__(**kwargs)
+        self.epsilon = float(epsilon)
+
+    def call(self, inputs):
+        # Statistics in float32 also under a mixed-precision policy.
+        x = ops.cast(inputs, "float32")
+        centred = x - ops.mean(x, axis=(1, 2), keepdims=True)
+        variance = ops.mean(ops.square(centred), axis=(1, 2), keepdims=True)
+        return ops.cast(centred * ops.rsqrt(variance + self.epsilon), self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+    def get_config(self):
+        return {**super().get_config(), "epsilon": self.epsilon}
+
+
+def instance_norm(name: str) -> InstanceNormalization:
+    """PyTorch `InstanceNorm2d(affine=False)` with its epsilon 1e-5 (Keras' GroupNormalization default is 1e-3)."""
+    return InstanceNormalization(epsilon=INSTANCE_NORM_EPSILON, name=name)
 
 
 @keras.saving.register_keras_serializable(package="psr")
@@ -227,28 +255,6 @@ class BlurDownsample(keras.layers.Layer):
         return (batch, half(height), half(width), channels)
 
 
-def _upsample_axis_2x(x, axis: int):
-    """Doubles one spatial axis with the [1, 3, 3, 1] / 4 transposed blur.
-
-    Output 2j is 0.75 x[j] + 0.25 x[j-1], output 2j+1 is 0.75 x[j] + 0.25 x[j+1],
-    indices clamped at the borders (the replicate padding of the original).
-    """
-
-    def part(start, stop):
-        index = [slice(None)] * 4
-        index[axis] = slice(start, stop)
-        return x[tuple(index)]
-
-    before = ops.concatenate([part(0, 1), part(None, -1)], axis=axis)
-    after = ops.concatenate([part(1, None), part(-1, None)], axis=axis)
-    even = 0.75 * x + 0.25 * before
-    odd = 0.75 * x + 0.25 * after
-    interleaved = ops.stack([even, odd], axis=axis + 1)
-    shape = list(ops.shape(x))
-    shape[axis] = shape[axis] * 2
-    return ops.reshape(interleaved, shape)
-
-
 @keras.saving.register_keras_serializable(package="psr")
 class BlurUpsample(keras.layers.Layer):
     """Anti-aliased 2x upsampling (CUT's `Upsample`, filter size 4), exactly 2H x 2W.
@@ -259,12 +265,17 @@ class BlurUpsample(keras.layers.Layer):
     which is separable and reduces, per axis, to
         y[2j] = 0.75 x[j] + 0.25 x[max(j-1, 0)],
         y[2j+1] = 0.75 x[j] + 0.25 x[min(j+1, H-1)],
-    i.e. bilinear 2x resize with half-pixel centres and edge clamping. The
-    reduced form is computed: a few element-wise ops, no kernel, XLA-friendly.
+    i.e. bilinear 2x resize with half-pixel centres and edge clamping, which is
+    what `tf.image.resize(..., "bilinear")` computes (checked against the
+    original definition in the tests). The fused resize kernel is ~8x faster
+    (forward+backward) than the same maths written as slices and stacks, and
+    it takes dynamic sizes, which `keras.ops.image.resize` does not.
     """
 
     def call(self, inputs):
-        return _upsample_axis_2x(_upsample_axis_2x(inputs, axis=1), axis=2)
+        shape = tf.shape(inputs)
+        resized = tf.image.resize(inputs, [2 * shape[1], 2 * shape[2]], method="bilinear", antialias=False)
+        return ops.cast(resized, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):
         batch, height, width, channels = input_shape

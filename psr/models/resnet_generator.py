@@ -27,7 +27,9 @@ from collections.abc import Sequence
 
 import keras
 
+from psr.models.encoder import SequentialFeatures
 from psr.models.layers import (
+    _check_positive_int,
     BlurDownsample,
     BlurUpsample,
     ReflectionPadding2D,
@@ -50,11 +52,6 @@ def _conv(filters: int, kernel_size: int, name: str, padding: str = "valid") -> 
         bias_initializer="zeros",
         name=name,
     )
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}")
 
 
 def _build_in_order(layers, input_shape):
@@ -116,7 +113,7 @@ class ResnetBlock(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="psr")
-class ResnetGenerator(keras.Model):
+class ResnetGenerator(SequentialFeatures, keras.Model):
     """CUT / CycleGAN ResNet generator, fully convolutional, output in [-1, 1].
 
     Weights: every conv kernel ~ N(0, (0.02 sqrt(2 / (fan_in + fan_out)))^2)
@@ -135,6 +132,8 @@ class ResnetGenerator(keras.Model):
             `no_antialias_up`: 3x3 transposed convs, stride 2 (CycleGAN).
         name: model name.
     """
+
+    default_layer_ids = DEFAULT_NCE_LAYERS
 
     def __init__(
         self,
@@ -244,56 +243,19 @@ class ResnetGenerator(keras.Model):
             x = layer(x)
         return x
 
-    def encode(self, inputs, layer_ids: Sequence[int] = DEFAULT_NCE_LAYERS) -> list:
-        """Runs the ops up to `max(layer_ids)` and returns the outputs of those entries.
-
-        Args:
-            inputs: images [B, H, W, input_channels].
-            layer_ids: indices into `sequence` (PyTorch `nn.Sequential`
-                indices); 0 is the reflection-padded input, 4 and 8 the
-                pre-norm conv outputs, 12 the output of the first residual block.
-
-        Returns:
-            The feature maps, in the order of `layer_ids`.
-        """
-        layer_ids = self._check_layer_ids(layer_ids)
-        return self._run(inputs, layer_ids, stop=max(layer_ids) + 1)[1]
-
-    def translate_and_encode(self, inputs, layer_ids: Sequence[int] = DEFAULT_NCE_LAYERS, training=False):
-        """`(call(inputs), encode(inputs, layer_ids))` in one pass: the encoder is the start of the generator.
-
-        The trainer uses it for the real images, whose features (the contrastive keys) are exactly the
-        activations the translation computes anyway, so no separate encoder pass is needed.
-        """
-        return self._run(inputs, self._check_layer_ids(layer_ids), stop=len(self.sequence))
-
-    def _run(self, inputs, layer_ids: list, stop: int):
-        wanted = set(layer_ids)
-        captured = {}
-        x = inputs
-        for index in range(stop):
-            x = self.sequence[index](x)
-            if index in wanted:
-                captured[index] = x
-        return x, [captured[index] for index in layer_ids]
-
     @property
     def sequence_channels(self) -> list[int]:
         """Output channels of every entry of `sequence`."""
         return list(self._sequence_channels)
 
-    def feature_channels(self, layer_ids: Sequence[int] = DEFAULT_NCE_LAYERS) -> list[int]:
-        """Channels of the `encode` outputs, e.g. [3, 128, 256, 256, 256] for CUT."""
-        return [self._sequence_channels[index] for index in self._check_layer_ids(layer_ids)]
+    # `encode` / `translate_and_encode` / `feature_channels` (SequentialFeatures) index the whole list.
+    @property
+    def feature_layers(self) -> list:
+        return self.sequence
 
-    def _check_layer_ids(self, layer_ids) -> list[int]:
-        layer_ids = [int(index) for index in layer_ids]
-        if not layer_ids or any(index < 0 or index >= len(self.sequence) for index in layer_ids):
-            raise ValueError(
-                f"Argument `layer_ids` must be a non-empty list of indices in [0, {len(self.sequence) - 1}]. "
-                f"Received: layer_ids={layer_ids}"
-            )
-        return layer_ids
+    @property
+    def feature_layer_channels(self) -> list[int]:
+        return self._sequence_channels
 
     # === PyTorch names ===
     def torch_names(self) -> dict[str, str]:

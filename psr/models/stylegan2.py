@@ -38,6 +38,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from psr.models.encoder import SequentialFeatures
+from psr.models.layers import _check_non_negative_int, _check_positive_int
+
 # NCE layers of SinCUT (`sincut_model.py`: `nce_layers="0,2,4"`).
 SINCUT_NCE_LAYERS = (0, 2, 4)
 
@@ -52,16 +55,6 @@ _DEMODULATION_EPSILON = 1e-8
 
 
 # === Helpers ===
-
-
-def _check_positive_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-        raise ValueError(f"Argument `{name}` must be an integer >= 1. Received: {name}={value!r}")
-
-
-def _check_non_negative_int(name: str, value) -> None:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
-        raise ValueError(f"Argument `{name}` must be an integer >= 0. Received: {name}={value!r}")
 
 
 def _spatial(dim, function):
@@ -634,7 +627,7 @@ class StyledConvUpsample(keras.layers.Layer):
 
 
 @keras.saving.register_keras_serializable(package="psr")
-class StyleGAN2Generator(keras.Model):
+class StyleGAN2Generator(SequentialFeatures, keras.Model):
     """SinCUT's generator (upstream `StyleGAN2Generator` = `StyleGAN2Encoder` + `StyleGAN2Decoder`).
 
     Channels come from upstream's table (`ngf / 32` multiplier) at the
@@ -659,6 +652,8 @@ class StyleGAN2Generator(keras.Model):
             "smallstylegan2" disables it).
         seed: seed of the noise streams; None draws from Keras' global seed.
     """
+
+    default_layer_ids = SINCUT_NCE_LAYERS
 
     def __init__(
         self,
@@ -767,53 +762,31 @@ class StyleGAN2Generator(keras.Model):
                     f"the image size. Received: input shape {tuple(inputs.shape)}"
                 )
 
-    def call(self, inputs, training=False):
+    def check_inputs(self, inputs) -> None:
         self._check_size(inputs)
-        x = inputs
-        for layer in self.encoder_layers:
-            x = layer(x)
-        for layer in self.decoder_layers:
-            x = layer(x)
-        return x
 
-    def encode(self, inputs, layer_ids: Sequence[int] = SINCUT_NCE_LAYERS) -> list:
-        """Runs the encoder up to `max(layer_ids)` and returns the outputs of those entries.
-
-        Args:
-            inputs: images [B, H, W, input_channels].
-            layer_ids: indices into `encoder_layers` (upstream `encoder.convs`);
-                0 is the raw input, 1 the 1x1 ConvLayer, 2.. the ResBlocks.
-
-        Returns:
-            The feature maps, in the order of `layer_ids`.
-        """
-        layer_ids = self._check_layer_ids(layer_ids)
-        wanted = set(layer_ids)
-        captured = {}
-        x = inputs
-        for index in range(max(layer_ids) + 1):
-            x = self.encoder_layers[index](x)
-            if index in wanted:
-                captured[index] = x
-        return [captured[index] for index in layer_ids]
+    def call(self, inputs, training=False):
+        return self.translate_and_encode(inputs, layer_ids=(0,))[0]
 
     @property
     def encoder_channels(self) -> list[int]:
         """Output channels of every encoder entry."""
         return list(self._encoder_channels)
 
-    def feature_channels(self, layer_ids: Sequence[int] = SINCUT_NCE_LAYERS) -> list[int]:
-        """Channels of the `encode` outputs, e.g. [3, 160, 160] for SinCUT."""
-        return [self._encoder_channels[index] for index in self._check_layer_ids(layer_ids)]
+    # `encode` / `translate_and_encode` / `feature_channels` (SequentialFeatures) index the encoder list.
+    @property
+    def feature_layers(self) -> list:
+        return self.encoder_layers
 
-    def _check_layer_ids(self, layer_ids) -> list[int]:
-        layer_ids = [int(index) for index in layer_ids]
-        if not layer_ids or any(index < 0 or index >= len(self.encoder_layers) for index in layer_ids):
-            raise ValueError(
-                f"Argument `layer_ids` must be a non-empty list of encoder indices in "
-                f"[0, {len(self.encoder_layers) - 1}]. Received: layer_ids={layer_ids}"
-            )
-        return layer_ids
+    @property
+    def feature_layer_channels(self) -> list[int]:
+        return self._encoder_channels
+
+    def decode(self, features):
+        x = features
+        for layer in self.decoder_layers:
+            x = layer(x)
+        return x
 
     # === Config ===
     def get_config(self):

@@ -22,7 +22,7 @@ import keras
 import numpy as np
 
 from psr.errors import CheckpointError
-from psr.models.layers import BlurDownsample, BlurUpsample, blur_filter_2d
+from psr.models.layers import BlurDownsample, BlurUpsample, InstanceNormalization, blur_filter_2d
 from psr.models.resnet_generator import ResnetBlock, ResnetGenerator
 
 # Keys listed in full in an error message before the rest is only counted.
@@ -187,7 +187,7 @@ def _norm_statistics_keys(generator: ResnetGenerator, state_dict, dropout_layout
     """Keys of saved instance-norm statistics that sit at instance-norm positions."""
     norm_prefixes = set()
     for index, layer in enumerate(generator.sequence):
-        if isinstance(layer, keras.layers.GroupNormalization):
+        if isinstance(layer, InstanceNormalization):
             norm_prefixes.add(f"model.{index}")
         elif isinstance(layer, ResnetBlock):
             second_norm = 7 if dropout_layout else 6
