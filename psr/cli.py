@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import psr  # noqa: F401  (sets the Keras backend before keras is imported)
-from psr.errors import PsrError
+from psr.errors import PsrError, wrapped_user_error
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -160,4 +160,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         return args.func(args)
     except PsrError as err:
         print(f"error: {err}", file=sys.stderr)
+        return 2
+    except Exception as err:
+        # An input problem found inside TensorFlow (a file that broke after start-up) arrives wrapped.
+        message = wrapped_user_error(err) if type(err).__module__.startswith("tensorflow") else None
+        if message is None:
+            raise
+        print(f"error: {message}", file=sys.stderr)
         return 2

@@ -26,3 +26,18 @@ class CheckpointError(PsrError):
 
 class TrainingError(PsrError):
     """Training cannot go on (for example a loss became NaN)."""
+
+
+def wrapped_user_error(err: BaseException):
+    """The message of a `PsrError` raised inside TensorFlow (e.g. in a tf.data `numpy_function`), or None.
+
+    TensorFlow re-raises such errors as its own `UnknownError` whose text holds
+    the original "psr.errors.DatasetError: <message>" line.
+    """
+    names = {cls.__name__ for cls in (PsrError, *PsrError.__subclasses__())}
+    for line in str(err).splitlines():
+        for name in names:
+            marker = f"{name}: "
+            if marker in line:
+                return line.split(marker, 1)[1].strip()
+    return None

@@ -94,3 +94,20 @@ def test_eval_reports_missing_inception_weights(tmp_path, capsys):
     missing = tmp_path / "inception.h5"
     code, _, err = run_cli(["eval", raw["log"]["run_dir"], "--inception-weights", str(missing)], capsys)
     assert code == 2 and str(missing) in err
+
+
+def test_image_that_breaks_during_training_is_one_line(tmp_path, capsys, monkeypatch):
+    import psr.data.unaligned as unaligned
+    from psr.errors import DatasetError
+
+    def broken(path):
+        raise DatasetError(f"Cannot read image {path}: truncated file. Delete or replace the file.")
+
+    raw = tiny_raw(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1})
+    experiment = write_yaml(tmp_path / "e.yaml", raw)
+    # Start-up checks pass; the file "breaks" when tf.data decodes it.
+    monkeypatch.setattr(unaligned, "read_image", broken)
+    code, _, err = run_cli(["run", str(experiment), "--quiet"], capsys)
+    assert code == 2
+    assert err.startswith("error: Cannot read image ") and err.rstrip().endswith("Delete or replace the file.")
+    assert len(err.strip().splitlines()) == 1
