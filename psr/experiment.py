@@ -186,8 +186,6 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     check_run_dir(cfg, run_dir)
     if cfg.train.seed is not None:
         keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.mixed_precision:
-        keras.mixed_precision.set_dtype_policy("mixed_bfloat16")
 
     data = build_training_data(cfg)
     steps_per_epoch = cfg.train.steps_per_epoch or data.steps_per_epoch
@@ -199,7 +197,14 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     }
     _write_text_atomic(run_dir / "config.yaml", dump_config(cfg, resolved))
 
-    trainer = build_cut_trainer(cfg, steps_per_epoch, seed=cfg.train.seed)
+    # Layers take the dtype policy in force when they are built; restore it so that nothing else inherits it.
+    previous_policy = keras.config.dtype_policy()
+    if cfg.train.mixed_precision:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+    try:
+        trainer = build_cut_trainer(cfg, steps_per_epoch, seed=cfg.train.seed)
+    finally:
+        keras.config.set_dtype_policy(previous_policy)
     state = TrainingState(run_dir / "checkpoints", trainer, keep=cfg.log.keep_checkpoints)
     epoch, step_in_epoch = state.restore()
     total = cfg.train.total_epochs

@@ -117,7 +117,8 @@ def test_train_resume_export_translate(tmp_path, capsys):
 
 
 def test_interrupt_mid_epoch_saves_and_resumes(tmp_path, monkeypatch, capsys):
-    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 1})  # 8 images, batch 2 → 4 steps/epoch
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 1},  # 8 images, batch 2 → 4 steps/epoch
+                      log={"keep_checkpoints": 1})
     calls = {"n": 0}
     original = StepTimer.on_train_batch_end
 
@@ -137,6 +138,8 @@ def test_interrupt_mid_epoch_saves_and_resumes(tmp_path, monkeypatch, capsys):
     train(cfg, progress=False)
     assert "Resuming" in capsys.readouterr().err
     assert iterations(cfg_run) == 8  # 2 epochs × 4 steps, no step repeated or skipped
+    assert [p.name for p in (cfg_run / "checkpoints" / "epochs").iterdir()] == ["ckpt-00002-0000000"]
+    assert len(list((cfg_run / "checkpoints" / "latest").iterdir())) == 2
 
 
 def test_kill_9_mid_epoch_then_rerun_resumes(tmp_path):
@@ -247,3 +250,15 @@ def test_sincut_single_image_train_export_translate_any_size(tmp_path):
     expected = ((np.clip(expected, -1, 1) + 1) / 2 * 255).astype(np.uint8)
     # The generator injects fresh noise, but its strength starts at 0 and moved little in 2 steps.
     assert np.abs(out.astype(int) - expected.astype(int)).mean() < 2.0
+
+
+def test_mixed_precision_run_trains_with_float32_losses(tmp_path):
+    import keras
+
+    cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 2, "mixed_precision": True})
+    run_dir = train(cfg, progress=False)
+    assert keras.config.dtype_policy().name == "float32"  # the global policy is restored
+    acc = EventAccumulator(str(run_dir / "tensorboard" / "train"), size_guidance={"tensors": 0})
+    acc.Reload()
+    value = tf.make_ndarray(acc.Tensors("epoch/g_loss")[-1].tensor_proto)
+    assert value.dtype == np.float32 and np.isfinite(value)
