@@ -239,12 +239,12 @@ def test_sincut_single_image_train_export_translate_any_size(tmp_path):
     assert iterations(run_dir) == 4  # 2 epochs × 8 samples / batch 4
     assert "epoch/d_r1" in tensorboard_tags(run_dir / "tensorboard")
 
-    painting = np.random.default_rng(2).integers(0, 256, (250, 300, 3), dtype=np.uint8)  # odd aspect, 300×250
+    painting = np.random.default_rng(2).integers(0, 256, (251, 301, 3), dtype=np.uint8)  # odd, non-square
     Image.fromarray(painting).save(tmp_path / "painting.png")
     assert main(["translate", str(run_dir / "export"), str(tmp_path / "painting.png"), "-o", str(tmp_path / "out"),
                  "--quiet"]) == 0
     out = np.asarray(Image.open(tmp_path / "out" / "painting.png"))
-    assert out.shape == (250, 300, 3)
+    assert out.shape == (251, 301, 3)
     generator = load_generator(run_dir)
     expected = keras_translate(generator, painting.astype("float32") / 127.5 - 1)
     expected = ((np.clip(expected, -1, 1) + 1) / 2 * 255).astype(np.uint8)
