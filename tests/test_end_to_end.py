@@ -167,7 +167,7 @@ def test_periodic_evaluation_keeps_best(tmp_path):
     cfg = tiny_config(
         tmp_path,
         train={"epochs": 1, "decay_epochs": 1, "steps_per_epoch": 1},
-        eval={"every_epochs": 1, "metrics": ["fid", "kid"], "kid_subset_size": 4},
+        eval={"every_epochs": 1, "metrics": ["fid", "kid"], "kid_subset_size": 3, "max_images": 3},
     )
     run_dir = train(cfg, progress=False, feature_extractor=TinyExtractor())
     history = [json.loads(line) for line in (run_dir / "eval.jsonl").read_text().splitlines()]
@@ -176,6 +176,9 @@ def test_periodic_evaluation_keeps_best(tmp_path):
     assert best["value"] == pytest.approx(min(h["fid"] for h in history))
     assert (run_dir / "export_best" / "saved_model.pb").is_file()
     assert "epoch/eval_fid" in tensorboard_tags(run_dir / "tensorboard")
+    assert len(list((run_dir / "eval" / "during_training").iterdir())) == 3  # eval.max_images
+    assert main(["export", str(run_dir), "--checkpoint", "best"]) == 0
+    assert (run_dir / "export_best" / "saved_model.pb").is_file()
     load_generator(run_dir)  # best checkpoint does not disturb the latest
     load_generator(run_dir, which="best")
 

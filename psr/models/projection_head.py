@@ -3,7 +3,6 @@
 from collections.abc import Sequence
 
 import keras
-from keras import ops
 
 from psr.models.layers import conv_kernel_initializer, gather_patches
 from psr.numerics import l2_normalize

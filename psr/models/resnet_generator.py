@@ -23,7 +23,6 @@ IN, ReLU" (three entries); `antialias_up=False` replaces each
 "BlurUp, conv, IN, ReLU" by "transposed conv, IN, ReLU" (CycleGAN's layout).
 """
 
-from collections.abc import Sequence
 
 import keras
 

@@ -18,7 +18,6 @@ import os
 import re
 from collections.abc import Mapping
 
-import keras
 import numpy as np
 
 from psr.errors import CheckpointError
