@@ -2,6 +2,8 @@
 
     python bench/train_step.py --size 128 --steps 5            # eager-graph (tf.function) step
     python bench/train_step.py --size 256 --steps 3 --jit      # the same step compiled with XLA
+    python bench/train_step.py --size 128 --no-fused           # plain Keras layers (model.generator.fused=false)
+    python bench/torch_reference_step.py --size 128 --steps 5  # the official PyTorch step, for comparison
 
 The network is the official one: ResNet generator ngf 64 with 9 blocks, PatchGAN, five NCE layers × 256
 patches, identity branch, batch 1, hDCE + SRC. Random images stand in for data (the data pipeline is not
@@ -30,6 +32,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
     parser.add_argument("--jit", action="store_true", help="compile the step with XLA")
     parser.add_argument("--batch", type=int, default=1)
+    parser.add_argument("--no-fused", action="store_true",
+                        help="plain Keras layers instead of the fused conv units (model.generator.fused=false)")
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow default)")
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow default)")
     args = parser.parse_args()
@@ -45,7 +49,8 @@ def main() -> None:
 
     experiment = Path(__file__).resolve().parents[1] / "experiments" / "horse2zebra.yaml"
     cfg = load_experiment(experiment, [f"train.batch_size={args.batch}", f"data.crop_size={args.size}",
-                                       f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}"])
+                                       f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}",
+                                       f"model.generator.fused={str(not args.no_fused).lower()}"])
     trainer = build_cut_trainer(cfg, steps_per_epoch=1000, seed=0)
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)
@@ -61,7 +66,8 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     times.sort()
     result = {
-        "size": args.size, "batch": args.batch, "jit_compile": args.jit, "steps": args.steps,
+        "size": args.size, "batch": args.batch, "jit_compile": args.jit, "fused": not args.no_fused,
+        "steps": args.steps,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "inter_op": args.inter_op,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3), "min_s_per_step": round(times[0], 3),

@@ -49,6 +49,7 @@ def build_generator(cfg: GeneratorConfig, channels: int = 3, crop_size: int = 25
         num_blocks=cfg.num_blocks,
         antialias=cfg.antialias,
         antialias_up=cfg.antialias_up,
+        fused=cfg.fused,
     )
 
 

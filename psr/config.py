@@ -85,6 +85,9 @@ class GeneratorConfig:
     num_blocks: int = field(default=9, metadata={"min": 1})
     antialias: bool = True  # resnet only
     antialias_up: bool = True  # resnet only
+    # resnet only: conv units that keep one activation per conv and recompute norms/activations in the
+    # backward pass (same values; ~25% less memory, faster gradients on CPU). false = plain layers.
+    fused: bool = True
     num_downsampling: int = field(default=1, metadata={"min": 0})  # stylegan2 only
 
 

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Sequence
 
+from psr.models.fused import conv_spec, conv_unit, is_recomputable, recompute_unit
+
 
 class SequentialFeatures:
     """Mixin for generators built as an ordered list of feature layers (optionally followed by a decoder).
@@ -16,6 +18,8 @@ class SequentialFeatures:
     feature_layers: list
     feature_layer_channels: list
     default_layer_ids: tuple = ()
+    # Run parameter-free layers and the conv after them as one `conv_unit` (see `psr.models.fused`).
+    fused: bool = False
 
     def decode(self, features):
         return features
@@ -48,10 +52,23 @@ class SequentialFeatures:
         wanted = set(layer_ids)
         captured = {}
         x = inputs
+        pending = []  # fused mode: parameter-free layers waiting for the conv that ends their unit
         for index in range(stop):
-            x = self.feature_layers[index](x)
+            layer = self.feature_layers[index]
+            if self.fused and is_recomputable(layer):
+                pending.append(layer)
+                if index in wanted:
+                    x = captured[index] = recompute_unit(x, pending)
+                    pending = []
+                continue
+            if self.fused and conv_spec(layer) is not None:
+                x = conv_unit(x, pending, layer)
+            else:
+                x = layer(recompute_unit(x, pending))
+            pending = []
             if index in wanted:
                 captured[index] = x
+        x = recompute_unit(x, pending)
         return x, [captured[index] for index in layer_ids]
 
     def _check_layer_ids(self, layer_ids) -> list[int]:
