@@ -2,7 +2,7 @@
 
     python bench/train_step.py --size 128 --steps 5            # eager-graph (tf.function) step
     python bench/train_step.py --size 256 --steps 3 --jit      # the same step compiled with XLA
-    python bench/train_step.py --size 128 --no-fused           # plain Keras layers (model.generator.fused=false)
+    python bench/train_step.py --size 128 --no-fused           # plain Keras layers (model.*.fused=false)
     python bench/torch_reference_step.py --size 128 --steps 5  # the official PyTorch step, for comparison
 
 The network is the official one: ResNet generator ngf 64 with 9 blocks, PatchGAN, five NCE layers × 256
@@ -33,7 +33,8 @@ def main() -> None:
     parser.add_argument("--jit", action="store_true", help="compile the step with XLA")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--no-fused", action="store_true",
-                        help="plain Keras layers instead of the fused conv units (model.generator.fused=false)")
+                        help="plain Keras layers instead of the fused conv units "
+                             "(model.generator.fused=false, model.discriminator.fused=false)")
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow default)")
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow default)")
     args = parser.parse_args()
@@ -50,7 +51,8 @@ def main() -> None:
     experiment = Path(__file__).resolve().parents[1] / "experiments" / "horse2zebra.yaml"
     cfg = load_experiment(experiment, [f"train.batch_size={args.batch}", f"data.crop_size={args.size}",
                                        f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}",
-                                       f"model.generator.fused={str(not args.no_fused).lower()}"])
+                                       f"model.generator.fused={str(not args.no_fused).lower()}",
+                                       f"model.discriminator.fused={str(not args.no_fused).lower()}"])
     trainer = build_cut_trainer(cfg, steps_per_epoch=1000, seed=0)
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)

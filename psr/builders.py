@@ -57,7 +57,8 @@ def build_discriminator(cfg: DiscriminatorConfig, channels: int = 3, crop_size: 
     if cfg.architecture == "stylegan2":
         return StyleGAN2Discriminator(input_channels=channels, filters=cfg.filters, crop_size=crop_size)
     return PatchGANDiscriminator(
-        input_channels=channels, filters=cfg.filters, num_layers=cfg.num_layers, antialias=cfg.antialias
+        input_channels=channels, filters=cfg.filters, num_layers=cfg.num_layers, antialias=cfg.antialias,
+        fused=cfg.fused,
     )
 
 

@@ -99,6 +99,7 @@ class DiscriminatorConfig:
     filters: int = field(default=64, metadata={"min": 1})  # ndf
     num_layers: int = field(default=3, metadata={"min": 1})
     antialias: bool = True
+    fused: bool = True  # patchgan only: conv units as model.generator.fused
 
 
 @dataclass(frozen=True)

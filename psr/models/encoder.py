@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Sequence
 
-from psr.models.fused import conv_spec, conv_unit, is_recomputable, recompute_unit
+from psr.models.fused import run_layers
 
 
 class SequentialFeatures:
@@ -49,26 +49,7 @@ class SequentialFeatures:
         return [self.feature_layer_channels[index] for index in layer_ids]
 
     def _run(self, inputs, layer_ids: list, stop: int):
-        wanted = set(layer_ids)
-        captured = {}
-        x = inputs
-        pending = []  # fused mode: parameter-free layers waiting for the conv that ends their unit
-        for index in range(stop):
-            layer = self.feature_layers[index]
-            if self.fused and is_recomputable(layer):
-                pending.append(layer)
-                if index in wanted:
-                    x = captured[index] = recompute_unit(x, pending)
-                    pending = []
-                continue
-            if self.fused and conv_spec(layer) is not None:
-                x = conv_unit(x, pending, layer)
-            else:
-                x = layer(recompute_unit(x, pending))
-            pending = []
-            if index in wanted:
-                captured[index] = x
-        x = recompute_unit(x, pending)
+        x, captured = run_layers(inputs, self.feature_layers[:stop], fused=self.fused, capture=layer_ids)
         return x, [captured[index] for index in layer_ids]
 
     def _check_layer_ids(self, layer_ids) -> list[int]:

@@ -35,7 +35,9 @@ import tensorflow as tf
 from psr.models.layers import BlurDownsample, BlurUpsample, InstanceNormalization, ReflectionPadding2D
 
 # Layers cheap enough to run again in the backward pass instead of keeping their outputs.
-RECOMPUTABLE_LAYERS = (InstanceNormalization, ReflectionPadding2D, BlurDownsample, BlurUpsample, keras.layers.ReLU)
+RECOMPUTABLE_LAYERS = (
+    InstanceNormalization, ReflectionPadding2D, BlurDownsample, BlurUpsample, keras.layers.ReLU, keras.layers.LeakyReLU,
+)
 
 # A conv whose output has at most this many channels runs as matmul + shifted sums.
 THIN_OUTPUT_CHANNELS = 4
@@ -155,6 +157,37 @@ def conv_unit(inputs, prefix: Sequence[keras.layers.Layer], conv: keras.layers.C
         return outputs, grad
 
     return unit_with_bias(inputs, kernel, bias)
+
+
+def run_layers(inputs, layers: Sequence[keras.layers.Layer], fused: bool = True, capture: Sequence[int] = ()):
+    """Runs `layers` in order, as `conv_unit`s / `recompute_unit`s when `fused`.
+
+    Every run of recomputable layers joins the conv after it; a run followed by any other
+    layer (or by nothing) becomes a `recompute_unit`. Layers whose outputs are captured end
+    their unit there, so each captured value is exactly that layer's output.
+
+    Returns:
+        `(output, {index: output of layers[index] for index in capture})`.
+    """
+    capture = set(capture)
+    captured = {}
+    x = inputs
+    pending = []  # recomputable layers waiting for the conv that ends their unit
+    for index, layer in enumerate(layers):
+        if fused and is_recomputable(layer):
+            pending.append(layer)
+            if index in capture:
+                x = captured[index] = recompute_unit(x, pending)
+                pending = []
+            continue
+        if fused and conv_spec(layer) is not None:
+            x = conv_unit(x, pending, layer)
+        else:
+            x = layer(recompute_unit(x, pending))
+        pending = []
+        if index in capture:
+            captured[index] = x
+    return recompute_unit(x, pending), captured
 
 
 def recompute_unit(inputs, layers: Sequence[keras.layers.Layer]):

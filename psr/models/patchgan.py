@@ -18,6 +18,7 @@ of raw scores, no sigmoid (LSGAN).
 
 import keras
 
+from psr.models.fused import run_layers
 from psr.models.layers import BlurDownsample, ZeroPaddedConv2D, conv_kernel_initializer, instance_norm
 
 
@@ -36,6 +37,9 @@ class PatchGANDiscriminator(keras.Model):
         num_layers: number of downsampling conv layers (CUT `n_layers_D`, 3).
         antialias: stride-1 conv + blur-pool downsampling (CUT default);
             False is CUT's `no_antialias` (stride-2 convs).
+        fused: run each stride-1 conv with the norm / LeakyReLU / blur layers before it as one
+            `psr.models.fused.conv_unit` (one stored activation per conv, faster CPU gradients,
+            same values; second-order gradients for R1 work too).
         name: model name.
     """
 
@@ -45,6 +49,7 @@ class PatchGANDiscriminator(keras.Model):
         filters: int = 64,
         num_layers: int = 3,
         antialias: bool = True,
+        fused: bool = True,
         name: str = "discriminator",
         **kwargs,
     ):
@@ -57,6 +62,7 @@ class PatchGANDiscriminator(keras.Model):
         self.filters = filters
         self.num_layers = num_layers
         self.antialias = bool(antialias)
+        self.fused = bool(fused)
 
         # === Layers ===
         # `sequence[i]` is PyTorch's `self.model[i]` of `NLayerDiscriminator`.
@@ -108,10 +114,7 @@ class PatchGANDiscriminator(keras.Model):
             shape = tuple(layer.compute_output_shape(shape))
 
     def call(self, inputs, training=False):
-        x = inputs
-        for layer in self.sequence:
-            x = layer(x)
-        return x
+        return run_layers(inputs, self.sequence, fused=self.fused)[0]
 
     def torch_names(self) -> dict[str, str]:
         """Maps each conv layer name to its PyTorch state-dict prefix (`model.N`)."""
@@ -125,4 +128,5 @@ class PatchGANDiscriminator(keras.Model):
             "filters": self.filters,
             "num_layers": self.num_layers,
             "antialias": self.antialias,
+            "fused": self.fused,
         }

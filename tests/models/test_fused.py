@@ -268,3 +268,38 @@ def test_fused_generator_gradients_compile_with_xla():
     scale = max(float(np.abs(g).max()) for g in expected)
     for a, b in zip(compiled, expected):  # floor: the float noise of the zero bias gradients
         np.testing.assert_allclose(a, b, atol=max(1e-4 * float(np.abs(b).max()), 1e-6 * scale), rtol=0)
+
+
+def test_fused_patchgan_equals_plain_including_r1_second_order():
+    from psr.models.patchgan import PatchGANDiscriminator
+
+    plain = PatchGANDiscriminator(filters=4, num_layers=2, fused=False)
+    fused_d = PatchGANDiscriminator(filters=4, num_layers=2, fused=True)
+    rng = np.random.default_rng(8)
+    for source, target in zip(plain.weights, fused_d.weights):
+        value = np.asarray(source) + rng.normal(0.0, 0.05, source.shape)
+        source.assign(value)
+        target.assign(value)
+    x = tf.random.uniform((2, 32, 30, 3), -1.0, 1.0, seed=9)
+
+    @tf.function
+    def r1_step(discriminator):
+        # R1 needs the gradient of a gradient: the units' backward must itself be differentiable.
+        with tf.GradientTape() as outer:
+            with tf.GradientTape() as inner:
+                inner.watch(x)
+                scores = discriminator(x)
+                readout = tf.reduce_sum(tf.sin(3.0 * scores))
+            input_grad = inner.gradient(readout, x)
+            loss = tf.reduce_sum(tf.square(scores)) + tf.reduce_sum(tf.square(input_grad))
+        return [scores, input_grad], outer.gradient(loss, discriminator.trainable_weights)
+
+    values_plain, grads_plain = r1_step(plain)
+    values_fused, grads_fused = r1_step(fused_d)
+    for a, b in zip(values_fused, values_plain):
+        assert_close(a, np.asarray(b, np.float64))
+    scale = max(float(np.abs(g).max()) for g in grads_plain)
+    for weight, a, b in zip(plain.trainable_weights, grads_fused, grads_plain):
+        b = np.asarray(b, np.float64)
+        atol = max(5e-5 * np.abs(b).max(), 1e-6 * scale)
+        np.testing.assert_allclose(np.asarray(a, np.float64), b, atol=atol, rtol=0, err_msg=weight.path)
