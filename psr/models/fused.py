@@ -1,7 +1,7 @@
 """Convolution units that keep one activation each for the backward pass.
 
-A *unit* is a run of parameter-free layers (instance norm, ReLU, padding,
-blur down/upsampling) followed by a stride-1 convolution. Left to autodiff,
+A *unit* is a run of parameter-free layers (instance norm, (Leaky)ReLU,
+padding, blur down/upsampling) followed by a stride-1 convolution. Left to autodiff,
 every layer of the run keeps its own input or output alive until the backward
 pass: 4-5 tensors per convolution in the ResNet generator. `conv_unit` runs the
 same layers under one custom gradient that keeps only the unit's input (the
@@ -11,18 +11,19 @@ the backward pass, so activation memory drops to about one tensor per conv.
 On CPU the unit also picks faster formulations of the convolution gradients
 than TensorFlow's generic kernels (measured on a 2-core machine, batch 2):
 
-- kernel gradient as k² matrix products of shifted input views with the
-  output gradient (Eigen's `Conv2DBackpropFilter` is 1.3-1.5x slower for the
-  3x3 layers, and its im2col buffer for the 7x7 output conv is 400 MB at
-  128²);
-- input gradient as a forward convolution of the padded output gradient with
-  the flipped kernel when the layer does not widen (Eigen's forward kernel is
-  1.3-2x faster than `Conv2DBackpropInput` there);
-- for a thin output (the 7x7 conv to RGB) forward and both gradients as one
-  matrix product plus k² shifted sums of 3-channel maps (10x faster).
+- on maps of 64x64 and more, the kernel gradient as k² matrix products of
+  row ranges of the flattened padded input with the output gradient (Eigen's
+  `Conv2DBackpropFilter` is 1.3-2x slower), and the input gradient of a
+  layer that does not widen as a forward convolution with the flipped kernel
+  (Eigen's forward kernel is 1.5-2x faster than `Conv2DBackpropInput`);
+- for a thin output (the 7x7 conv to RGB) both gradients as one matrix
+  product with k² shifted copies of the 3-channel output gradient (5-9x
+  faster; Eigen's kernel-gradient im2col buffer alone is 400 MB at 128²).
+Zero padding is passed to the conv ops instead of materialising padded maps.
 
 On GPU the unit keeps the native (cuDNN) kernels and only saves memory.
-Results equal plain autodiff up to float32 summation order.
+Results equal plain autodiff up to float32 summation order, second-order
+gradients (R1) included.
 """
 
 from __future__ import annotations
@@ -122,10 +123,8 @@ def conv_unit(inputs, prefix: Sequence[keras.layers.Layer], conv: keras.layers.C
             x = tf.identity(x)
         if not prefix:
             x_in = tf.cast(x, dtype)
-            return (
-                conv_input_gradient(doutputs, kernel, tf.shape(x_in), pad, cpu),
-                conv_kernel_gradient(x_in, doutputs, kernel, pad, cpu),
-            )
+            dx = conv_input_gradient(doutputs, kernel, tf.shape(x_in), pad, cpu)
+            return tf.cast(dx, x.dtype), conv_kernel_gradient(x_in, doutputs, kernel, pad, cpu)
         with tf.GradientTape() as tape:
             tape.watch(x)
             x_in = conv_input(x)
