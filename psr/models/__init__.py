@@ -12,6 +12,7 @@ from psr.models.layers import (
     InstanceNormalization,
     instance_norm,
 )
+from psr.models.fused import conv_unit, recompute_unit, run_layers
 from psr.models.patchgan import PatchGANDiscriminator
 from psr.models.projection_head import PatchMLPHead, l2_normalize
 from psr.models.resnet_generator import DEFAULT_NCE_LAYERS, ResnetBlock, ResnetGenerator
@@ -29,10 +30,13 @@ __all__ = [
     "TorchConv2DTranspose",
     "ZeroPaddedConv2D",
     "conv_kernel_initializer",
+    "conv_unit",
     "gather_patches",
     "InstanceNormalization",
     "instance_norm",
     "l2_normalize",
+    "recompute_unit",
+    "run_layers",
 ]
 
 # SinCUT: StyleGAN2-style networks (spec §4.6).
