@@ -56,16 +56,8 @@ def is_recomputable(layer) -> bool:
     return isinstance(layer, RECOMPUTABLE_LAYERS)
 
 
-class _ConvSpec:
-    """What the unit needs of a Keras conv layer: kernel size and the zero padding it applies."""
-
-    def __init__(self, kernel_size: int, zero_padding: int):
-        self.kernel_size = kernel_size
-        self.zero_padding = zero_padding
-
-
-def conv_spec(conv) -> _ConvSpec | None:
-    """Describes a square, stride-1, undilated, linear `Conv2D`, or None when the unit cannot run it."""
+def conv_zero_padding(conv) -> int | None:
+    """Zeros a square, stride-1, undilated, linear `Conv2D` adds on every side; None when a unit cannot run it."""
     if type(conv).__name__ not in ("Conv2D", "ZeroPaddedConv2D") or not isinstance(conv, keras.layers.Conv2D):
         return None
     kh, kw = conv.kernel_size
@@ -83,7 +75,7 @@ def conv_spec(conv) -> _ConvSpec | None:
         if kh % 2 == 0:
             return None
         pad += (kh - 1) // 2
-    return _ConvSpec(kh, pad)
+    return pad
 
 
 def conv_unit(inputs, prefix: Sequence[keras.layers.Layer], conv: keras.layers.Conv2D):
@@ -98,16 +90,15 @@ def conv_unit(inputs, prefix: Sequence[keras.layers.Layer], conv: keras.layers.C
     Returns:
         The conv output, [B, H', W', filters].
     """
-    spec = conv_spec(conv)
-    if spec is None or isinstance(inputs, keras.KerasTensor):  # symbolic calls only need shapes
+    pad = conv_zero_padding(conv)
+    if pad is None or isinstance(inputs, keras.KerasTensor):  # symbolic calls only need shapes
         x = inputs
         for layer in prefix:
             x = layer(x)
         return conv(x)
     dtype = conv.compute_dtype
     kernel = tf.cast(tf.convert_to_tensor(conv.kernel), dtype)
-    bias = tf.cast(tf.convert_to_tensor(conv.bias), dtype) if conv.use_bias else None
-    pad = spec.zero_padding
+    bias = [tf.cast(tf.convert_to_tensor(conv.bias), dtype)] if conv.use_bias else []
     cpu = _cpu_kernels()
 
     def conv_input(x):
@@ -132,30 +123,20 @@ def conv_unit(inputs, prefix: Sequence[keras.layers.Layer], conv: keras.layers.C
         dx_in = conv_input_gradient(doutputs, kernel, tf.shape(x_in), pad, cpu)
         return tape.gradient(x_in, x, output_gradients=dx_in), dkernel
 
-    if bias is None:
-
-        @tf.custom_gradient
-        def unit(x, kernel):
-            outputs = conv_forward(conv_input(x), kernel, pad)
-
-            def grad(doutputs):
-                return gradients(x, kernel, doutputs)
-
-            return outputs, grad
-
-        return unit(inputs, kernel)
-
     @tf.custom_gradient
-    def unit_with_bias(x, kernel, bias):
-        outputs = tf.nn.bias_add(conv_forward(conv_input(x), kernel, pad), bias)
+    def unit(x, kernel, *bias):
+        outputs = conv_forward(conv_input(x), kernel, pad)
+        if bias:
+            outputs = tf.nn.bias_add(outputs, bias[0])
 
         def grad(doutputs):
             dx, dkernel = gradients(x, kernel, doutputs)
-            return dx, dkernel, tf.reduce_sum(doutputs, axis=[0, 1, 2])
+            dbias = [tf.reduce_sum(doutputs, axis=[0, 1, 2])] if bias else []
+            return (dx, dkernel, *dbias)
 
         return outputs, grad
 
-    return unit_with_bias(inputs, kernel, bias)
+    return unit(inputs, kernel, *bias)
 
 
 def run_layers(inputs, layers: Sequence[keras.layers.Layer], fused: bool = True, capture: Sequence[int] = ()):
@@ -179,7 +160,7 @@ def run_layers(inputs, layers: Sequence[keras.layers.Layer], fused: bool = True,
                 x = captured[index] = recompute_unit(x, pending)
                 pending = []
             continue
-        if fused and conv_spec(layer) is not None:
+        if fused and conv_zero_padding(layer) is not None:
             x = conv_unit(x, pending, layer)
         else:
             x = layer(recompute_unit(x, pending))

@@ -27,7 +27,7 @@ IN, ReLU" (three entries); `antialias_up=False` replaces each
 import keras
 
 from psr.models.encoder import SequentialFeatures
-from psr.models.fused import conv_unit
+from psr.models.fused import run_layers
 from psr.models.layers import (
     _check_positive_int,
     BlurDownsample,
@@ -74,8 +74,9 @@ class ResnetBlock(keras.layers.Layer):
 
     Args:
         filters: channels of the input and output.
-        fused: run "pad, conv" and "IN, ReLU, pad, conv" as `conv_unit`s, which keep one
-            activation each for the backward pass (same values, less memory, faster on CPU).
+        fused: run F as `psr.models.fused` units ("pad, conv", "IN, ReLU, pad, conv", "IN"),
+            which keep one activation each for the backward pass (same values, less memory,
+            faster on CPU).
     """
 
     def __init__(self, filters: int, fused: bool = False, **kwargs):
@@ -103,14 +104,7 @@ class ResnetBlock(keras.layers.Layer):
         _build_in_order(self.residual_layers, input_shape)
 
     def call(self, inputs):
-        if self.fused:
-            residual = conv_unit(inputs, [self.pad1], self.conv1)
-            residual = conv_unit(residual, [self.norm1, self.relu1, self.pad2], self.conv2)
-            return inputs + self.norm2(residual)
-        residual = inputs
-        for layer in self.residual_layers:
-            residual = layer(residual)
-        return inputs + residual
+        return inputs + run_layers(inputs, self.residual_layers, fused=self.fused)[0]
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
@@ -251,7 +245,7 @@ class ResnetGenerator(SequentialFeatures, keras.Model):
 
     # === Forward ===
     def call(self, inputs, training=False):
-        return self._run(inputs, [len(self.sequence) - 1], stop=len(self.sequence))[0]
+        return run_layers(inputs, self.sequence, fused=self.fused)[0]
 
     @property
     def sequence_channels(self) -> list[int]:

@@ -146,7 +146,7 @@ def test_conv_unit_zero_padded_conv_with_blur_prefix():
     conv = ZeroPaddedConv2D(5, 4, zero_padding=1, bias_initializer="random_normal")
     conv.build((2, 9, 8, 4))
     x = tf.random.normal((2, 17, 15, 4), seed=2)
-    assert fused.conv_spec(conv).zero_padding == 1
+    assert fused.conv_zero_padding(conv) == 1
 
     def plain(x):
         for layer in prefix:
@@ -167,7 +167,7 @@ def test_conv_unit_zero_padded_conv_with_blur_prefix():
     ids=["strided", "dilated", "activation", "even-same"],
 )
 def test_unsupported_convs_run_as_plain_layers(conv):
-    assert fused.conv_spec(conv) is None
+    assert fused.conv_zero_padding(conv) is None
     conv.build((1, 10, 10, 3))
     x = tf.random.normal((1, 10, 10, 3), seed=3)
     np.testing.assert_allclose(fused.conv_unit(x, [], conv), conv(x), atol=1e-6)
@@ -247,11 +247,13 @@ def test_fused_flag_is_in_the_config_and_round_trips():
 
 
 def test_config_switch_reaches_the_generator():
-    from psr.builders import build_generator
-    from psr.config import GeneratorConfig
+    from psr.builders import build_discriminator, build_generator
+    from psr.config import DiscriminatorConfig, GeneratorConfig
 
     assert build_generator(GeneratorConfig(filters=4, num_blocks=1)).fused is True
     assert build_generator(GeneratorConfig(filters=4, num_blocks=1, fused=False)).fused is False
+    assert build_discriminator(DiscriminatorConfig(filters=4, num_layers=1)).fused is True
+    assert build_discriminator(DiscriminatorConfig(filters=4, num_layers=1, fused=False)).fused is False
 
 
 def test_fused_generator_gradients_compile_with_xla():
