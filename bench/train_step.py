@@ -8,7 +8,8 @@
 The network is the official one: ResNet generator ngf 64 with 9 blocks, PatchGAN, five NCE layers × 256
 patches, identity branch, batch 1, hDCE + SRC. Random images stand in for data (the data pipeline is not
 timed). Peak memory is the process's peak resident set size (ru_maxrss), which includes TensorFlow itself
-(about 0.5 GB after import), measured in a fresh process per setting.
+(about 0.5 GB after import), measured in a fresh process per setting. Like `main.py`, the script caps glibc's
+malloc arenas before TensorFlow loads (psr/runtime.py; `--malloc-arenas 0` keeps glibc's default).
 """
 
 from __future__ import annotations
@@ -37,7 +38,16 @@ def main() -> None:
                              "(model.generator.fused=false, model.discriminator.fused=false)")
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow default)")
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow default)")
+    parser.add_argument("--malloc-arenas", type=int, default=None,
+                        help="glibc malloc arena cap, as `main.py run` applies it (default: $PSR_MALLOC_ARENAS or 1; "
+                             "0 = glibc's default)")
     args = parser.parse_args()
+
+    from psr.runtime import limit_malloc_arenas, malloc_arenas_from_env
+
+    arenas = malloc_arenas_from_env() if args.malloc_arenas is None else args.malloc_arenas
+    if arenas:
+        limit_malloc_arenas(arenas)  # before TensorFlow starts its threads, as the command line does
 
     import tensorflow as tf
 
@@ -71,6 +81,7 @@ def main() -> None:
         "size": args.size, "batch": args.batch, "jit_compile": args.jit, "fused": not args.no_fused,
         "steps": args.steps,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "inter_op": args.inter_op,
+        "malloc_arenas": arenas,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3), "min_s_per_step": round(times[0], 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),

@@ -15,6 +15,7 @@ from typing import Optional, Sequence
 
 import psr  # noqa: F401  (sets the Keras backend before keras is imported)
 from psr.errors import PsrError, wrapped_user_error
+from psr.runtime import configure_host_memory
 
 
 def _add_overrides(parser: argparse.ArgumentParser) -> None:
@@ -157,6 +158,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Optional[Sequence[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     try:
+        configure_host_memory()  # before TensorFlow starts its threads (see psr/runtime.py)
         return args.func(args)
     except PsrError as err:
         print(f"error: {err}", file=sys.stderr)

@@ -33,6 +33,7 @@ def test_train_step_benchmark_reports_time_and_memory():
     result = run_bench("train_step.py", "--size", "32", "--steps", "1")
     check_timings(result, 32)
     assert result["fused"] is True and result["jit_compile"] is False
+    assert result["malloc_arenas"] == 1  # the same host-memory setting as `main.py run`
 
 
 @pytest.mark.slow
