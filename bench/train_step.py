@@ -43,11 +43,9 @@ def main() -> None:
                              "0 = glibc's default)")
     args = parser.parse_args()
 
-    from psr.runtime import limit_malloc_arenas, malloc_arenas_from_env
+    from psr.runtime import configure_host_memory
 
-    arenas = malloc_arenas_from_env() if args.malloc_arenas is None else args.malloc_arenas
-    if arenas:
-        limit_malloc_arenas(arenas)  # before TensorFlow starts its threads, as the command line does
+    arenas = configure_host_memory(args.malloc_arenas)  # before TensorFlow starts its threads, as main.py does
 
     import tensorflow as tf
 

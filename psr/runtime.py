@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import ctypes
 import ctypes.util
+import functools
 import os
 from typing import Optional
 
@@ -30,6 +31,7 @@ MALLOC_ARENAS_ENV = "PSR_MALLOC_ARENAS"
 DEFAULT_MALLOC_ARENAS = 1
 
 
+@functools.cache
 def _libc() -> Optional[ctypes.CDLL]:
     """glibc, or None where malloc is not glibc's (macOS, musl, Windows)."""
     name = ctypes.util.find_library("c")
@@ -72,7 +74,12 @@ def malloc_arenas_from_env() -> int:
     return arenas
 
 
-def configure_host_memory() -> bool:
-    """Applies `PSR_MALLOC_ARENAS` (default: one arena). The command line calls this first thing."""
-    arenas = malloc_arenas_from_env()
-    return limit_malloc_arenas(arenas) if arenas else False
+def configure_host_memory(arenas: Optional[int] = None) -> int:
+    """Caps malloc at `arenas` (None: `PSR_MALLOC_ARENAS`, default 1; 0: glibc's default).
+
+    `main.py` and `bench/train_step.py` call this first thing. Returns the cap asked for (0 = none).
+    """
+    arenas = malloc_arenas_from_env() if arenas is None else arenas
+    if arenas:
+        limit_malloc_arenas(arenas)
+    return arenas

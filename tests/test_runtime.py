@@ -1,5 +1,6 @@
 """The malloc arena cap (psr/runtime.py), observed in fresh processes."""
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -14,13 +15,9 @@ ROOT = Path(__file__).resolve().parents[1]
 needs_glibc = pytest.mark.skipif(runtime._libc() is None, reason="glibc malloc only")
 
 
-def run_python(code: str, env_extra: dict | None = None) -> str:
-    import os
-
-    env = dict(os.environ)
-    env.pop(runtime.MALLOC_ARENAS_ENV, None)
-    env.update(env_extra or {})
-    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True,
+def run_python(code: str, *args: str) -> str:
+    env = {key: value for key, value in os.environ.items() if key != runtime.MALLOC_ARENAS_ENV}
+    completed = subprocess.run([sys.executable, "-c", textwrap.dedent(code), *args], capture_output=True, text=True,
                                timeout=120, cwd=ROOT, env=env)
     assert completed.returncode == 0, completed.stderr[-2000:]
     return completed.stdout.strip()
@@ -57,7 +54,7 @@ COUNT_ARENAS = """
 @pytest.mark.parametrize("limit, expected", [("1", lambda n: n == 1), ("2", lambda n: n <= 2),
                                              ("default", lambda n: n > 2)])
 def test_arena_cap_limits_the_heaps_new_threads_get(limit, expected):
-    arenas = int(run_python(COUNT_ARENAS.replace("sys.argv[-1]", repr(limit))))
+    arenas = int(run_python(COUNT_ARENAS, limit))
     assert expected(arenas), arenas
 
 
@@ -66,9 +63,10 @@ def test_arena_setting_from_the_environment(monkeypatch):
     assert runtime.malloc_arenas_from_env() == 1
     monkeypatch.setenv(runtime.MALLOC_ARENAS_ENV, " 0 ")
     assert runtime.malloc_arenas_from_env() == 0
-    assert runtime.configure_host_memory() is False  # 0 keeps glibc's default
+    assert runtime.configure_host_memory() == 0  # 0 keeps glibc's default
     monkeypatch.setenv(runtime.MALLOC_ARENAS_ENV, "4")
     assert runtime.malloc_arenas_from_env() == 4
+    assert runtime.configure_host_memory(0) == 0  # an explicit cap (bench's --malloc-arenas) wins over the variable
     for bad in ("two", "-1", "1.5"):
         monkeypatch.setenv(runtime.MALLOC_ARENAS_ENV, bad)
         with pytest.raises(ConfigError, match=rf"PSR_MALLOC_ARENAS='{bad}' is not a whole number >= 0; use e\.g\."):
@@ -84,8 +82,6 @@ def test_command_line_applies_the_cap_before_tensorflow_loads():
 
 
 def test_bad_arena_setting_is_one_clear_error():
-    import os
-
     env = dict(os.environ, **{runtime.MALLOC_ARENAS_ENV: "many"})
     completed = subprocess.run([sys.executable, "main.py", "run", "experiments/quickstart.yaml", "--dry-run"],
                                capture_output=True, text=True, timeout=120, cwd=ROOT, env=env)
