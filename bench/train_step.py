@@ -55,13 +55,15 @@ def main() -> None:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
     from psr.builders import build_cut_trainer
     from psr.config import load_experiment
+    from psr.methods import TrainerInputs
 
     experiment = Path(__file__).resolve().parents[1] / "experiments" / "horse2zebra.yaml"
     cfg = load_experiment(experiment, [f"train.batch_size={args.batch}", f"data.crop_size={args.size}",
                                        f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}",
                                        f"model.generator.fused={str(not args.no_fused).lower()}",
                                        f"model.discriminator.fused={str(not args.no_fused).lower()}"])
-    trainer = build_cut_trainer(cfg, steps_per_epoch=1000, seed=0)
+    trainer = build_cut_trainer(cfg.model, cfg.loss, cfg.train,
+                                TrainerInputs(image_size=args.size, steps_per_epoch=1000, seed=0))
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)
     y = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=2)

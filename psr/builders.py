@@ -1,7 +1,8 @@
 """Builders: typed config sections → built Keras objects.
 
-Each builder takes only the section it needs (never the whole experiment), so
-the same pieces serve the single-modal trainer and the later applications.
+Each builder takes only the sections it needs (never the whole experiment), so
+the same pieces serve every method. Architecture and loss choices are looked up
+in the tables of `psr.registry` (name → builder below), not chosen by if-chains.
 """
 
 from __future__ import annotations
@@ -13,53 +14,61 @@ import keras
 from psr.config import (
     CurriculumConfig,
     DiscriminatorConfig,
-    ExperimentConfig,
     GeneratorConfig,
     HeadConfig,
     LossConfig,
+    ModelConfig,
     TrainConfig,
 )
 from psr.errors import ConfigError
 from psr.losses.contrastive import DCELoss, HardDCELoss, PatchNCELoss
+from psr.losses.patch_semantic import PatchSemanticObjective
 from psr.losses.semantic_relation import SemanticRelationLoss
+from psr.methods import TrainerInputs
 from psr.models.layers import PatchSampler
 from psr.models.patchgan import PatchGANDiscriminator
 from psr.models.projection_head import PatchMLPHead
 from psr.models.resnet_generator import ResnetGenerator
 from psr.models.stylegan2 import StyleGAN2Discriminator, StyleGAN2Generator
-from psr.schedules import GammaCurriculum, LinearDecay
+from psr.registry import CONTRASTIVE_LOSSES, DISCRIMINATORS, GENERATORS
+from psr.schedules import GammaCurriculum, LinearDecay, StepSchedule
 from psr.trainers.cut import CUTTrainer
 
+# === Networks (entries of psr.registry.GENERATORS / DISCRIMINATORS) ===
 
-def build_generator(cfg: GeneratorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
-    """ResNet generator (CUT) or StyleGAN2-style generator (SinCUT; its channel table depends on the crop)."""
-    if cfg.architecture == "stylegan2":
-        return StyleGAN2Generator(
-            input_channels=channels,
-            output_channels=channels,
-            filters=cfg.filters,
-            num_downsampling=cfg.num_downsampling,
-            num_blocks=cfg.num_blocks,
-            crop_size=crop_size,
-        )
+
+def resnet_generator(cfg: GeneratorConfig, channels: int, crop_size: int) -> keras.Model:
     return ResnetGenerator(
-        input_channels=channels,
-        output_channels=channels,
-        filters=cfg.filters,
-        num_blocks=cfg.num_blocks,
-        antialias=cfg.antialias,
-        antialias_up=cfg.antialias_up,
-        fused=cfg.fused,
+        input_channels=channels, output_channels=channels, filters=cfg.filters, num_blocks=cfg.num_blocks,
+        antialias=cfg.antialias, antialias_up=cfg.antialias_up, fused=cfg.fused,
     )
 
 
-def build_discriminator(cfg: DiscriminatorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
-    if cfg.architecture == "stylegan2":
-        return StyleGAN2Discriminator(input_channels=channels, filters=cfg.filters, crop_size=crop_size)
+def stylegan2_generator(cfg: GeneratorConfig, channels: int, crop_size: int) -> keras.Model:
+    # Its channel table depends on the training crop.
+    return StyleGAN2Generator(
+        input_channels=channels, output_channels=channels, filters=cfg.filters,
+        num_downsampling=cfg.num_downsampling, num_blocks=cfg.num_blocks, crop_size=crop_size,
+    )
+
+
+def patchgan_discriminator(cfg: DiscriminatorConfig, channels: int, crop_size: int) -> keras.Model:
     return PatchGANDiscriminator(
         input_channels=channels, filters=cfg.filters, num_layers=cfg.num_layers, antialias=cfg.antialias,
         fused=cfg.fused,
     )
+
+
+def stylegan2_discriminator(cfg: DiscriminatorConfig, channels: int, crop_size: int) -> keras.Model:
+    return StyleGAN2Discriminator(input_channels=channels, filters=cfg.filters, crop_size=crop_size)
+
+
+def build_generator(cfg: GeneratorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
+    return GENERATORS.get(cfg.architecture)(cfg, channels, crop_size)
+
+
+def build_discriminator(cfg: DiscriminatorConfig, channels: int = 3, crop_size: int = 256) -> keras.Model:
+    return DISCRIMINATORS.get(cfg.architecture)(cfg, channels, crop_size)
 
 
 def build_head(cfg: HeadConfig, generator: keras.Model) -> PatchMLPHead:
@@ -69,6 +78,54 @@ def build_head(cfg: HeadConfig, generator: keras.Model) -> PatchMLPHead:
         # A layer index the configured generator does not have is a configuration mistake.
         raise ConfigError(f"model.head.layers {list(cfg.layers)} does not fit this generator: {err}") from None
     return PatchMLPHead(input_channels=channels, units=cfg.units, use_mlp=cfg.use_mlp)
+
+
+# === Losses (entries of psr.registry.CONTRASTIVE_LOSSES) ===
+
+
+def hard_dce_loss(cfg: LossConfig, weight_temperature: keras.Variable) -> keras.losses.Loss:
+    return HardDCELoss(
+        temperature=cfg.temperature, weight_temperature=weight_temperature, reported_value=cfg.reported_value
+    )
+
+
+def dce_loss(cfg: LossConfig, weight_temperature: keras.Variable) -> keras.losses.Loss:
+    return DCELoss(temperature=cfg.temperature, reported_value=cfg.reported_value)
+
+
+def patchnce_loss(cfg: LossConfig, weight_temperature: keras.Variable) -> keras.losses.Loss:
+    return PatchNCELoss(temperature=cfg.temperature)
+
+
+def build_contrastive_loss(cfg: LossConfig, weight_temperature: keras.Variable) -> keras.losses.Loss:
+    return CONTRASTIVE_LOSSES.get(cfg.contrastive)(cfg, weight_temperature)
+
+
+def build_src_loss(cfg: LossConfig) -> Optional[SemanticRelationLoss]:
+    if cfg.lambda_src == 0:
+        return None
+    return SemanticRelationLoss(divergence=cfg.src_divergence)
+
+
+def build_objective(
+    loss: LossConfig, head_cfg: HeadConfig, head: keras.layers.Layer, weight_temperature: keras.Variable,
+    seed: Optional[int] = None, gather=None,
+) -> PatchSemanticObjective:
+    """The shared patch-semantic objective of a `loss` section and a `model.head` section."""
+    return PatchSemanticObjective(
+        head=head,
+        sampler=PatchSampler(num_patches=head_cfg.num_patches, seed=seed),
+        contrastive_loss=build_contrastive_loss(loss, weight_temperature),
+        src_loss=build_src_loss(loss),
+        lambda_contrastive=loss.lambda_contrastive,
+        lambda_src=loss.lambda_src,
+        layer_reduction=loss.layer_reduction,
+        negatives_from_minibatch=loss.negatives_from_minibatch,
+        gather=gather,
+    )
+
+
+# === Schedules and optimisers ===
 
 
 def build_curriculum(cfg: CurriculumConfig, total_epochs: int) -> GammaCurriculum:
@@ -82,26 +139,13 @@ def build_curriculum(cfg: CurriculumConfig, total_epochs: int) -> GammaCurriculu
     )
 
 
-def build_contrastive_loss(cfg: LossConfig, weight_temperature: keras.Variable) -> keras.losses.Loss:
-    if cfg.contrastive == "hdce":
-        return HardDCELoss(
-            temperature=cfg.temperature,
-            weight_temperature=weight_temperature,
-            reported_value=cfg.reported_value,
-        )
-    if cfg.contrastive == "dce":
-        return DCELoss(temperature=cfg.temperature, reported_value=cfg.reported_value)
-    return PatchNCELoss(temperature=cfg.temperature)
+def build_gamma_schedule(cfg: CurriculumConfig, total_epochs: int, steps_per_epoch: int) -> StepSchedule:
+    """Γ as a function of the completed iterations (per epoch or per iteration, `curriculum.unit`)."""
+    return StepSchedule(build_curriculum(cfg, total_epochs), steps_per_epoch, unit=cfg.unit)
 
 
-def build_src_loss(cfg: LossConfig) -> Optional[SemanticRelationLoss]:
-    if cfg.lambda_src == 0:
-        return None
-    return SemanticRelationLoss(divergence=cfg.src_divergence)
-
-
-def build_optimizers(cfg: TrainConfig, steps_per_epoch: int) -> tuple:
-    """Three Adam optimisers (G, D, head) sharing one linear-decay schedule (spec §5)."""
+def build_optimizers(cfg: TrainConfig, steps_per_epoch: int, names=("g_optimizer", "d_optimizer", "head_optimizer")):
+    """Adam optimisers (one per name; CUT: G, D, head) sharing one linear-decay schedule (spec §5)."""
 
     def adam(name: str) -> keras.optimizers.Adam:
         schedule = LinearDecay(
@@ -114,40 +158,49 @@ def build_optimizers(cfg: TrainConfig, steps_per_epoch: int) -> tuple:
             learning_rate=schedule, beta_1=cfg.beta_1, beta_2=cfg.beta_2, epsilon=cfg.epsilon, name=name
         )
 
-    return adam("g_optimizer"), adam("d_optimizer"), adam("head_optimizer")
+    return tuple(adam(name) for name in names)
 
 
-def build_cut_trainer(cfg: ExperimentConfig, steps_per_epoch: int, seed: Optional[int] = None) -> CUTTrainer:
-    """The full single-modal trainer, compiled and with every variable created."""
-    crop = cfg.data.crop_size
-    generator = build_generator(cfg.model.generator, crop_size=crop)
-    curriculum = build_curriculum(cfg.loss.curriculum, cfg.train.total_epochs)
-    weight_temperature = keras.Variable(
-        float(curriculum(1)), trainable=False, dtype="float32", name="weight_temperature"
-    )
+# === Trainers (entries of psr.methods) ===
+
+
+def build_cut_generator(model: ModelConfig, image_size: int, channels: int = 3) -> keras.Model:
+    """The CUT / SinCUT inference network: the generator alone."""
+    return build_generator(model.generator, channels, image_size)
+
+
+def build_cut_trainer(
+    model: ModelConfig, loss: LossConfig, train: TrainConfig, inputs: TrainerInputs, optimizers=None,
+) -> CUTTrainer:
+    """The single-modal (CUT / SinCUT) trainer, compiled and with every variable created.
+
+    Call it inside the distribution strategy's scope. `optimizers` replaces the three Adams (tests).
+    """
+    from psr.trainers.distribution import gather_replicas
+
+    crop = inputs.image_size
+    generator = build_generator(model.generator, inputs.channels, crop)
+    gamma = build_gamma_schedule(loss.curriculum, train.total_epochs, inputs.steps_per_epoch)
+    weight_temperature = keras.Variable(gamma(0), trainable=False, dtype="float32", name="weight_temperature")
+    objective = build_objective(loss, model.head, build_head(model.head, generator), weight_temperature,
+                                seed=inputs.seed, gather=gather_replicas)
     trainer = CUTTrainer(
         generator=generator,
-        discriminator=build_discriminator(cfg.model.discriminator, crop_size=crop),
-        head=build_head(cfg.model.head, generator),
-        sampler=PatchSampler(num_patches=cfg.model.head.num_patches, seed=seed),
-        contrastive_loss=build_contrastive_loss(cfg.loss, weight_temperature),
-        src_loss=build_src_loss(cfg.loss),
+        discriminator=build_discriminator(model.discriminator, inputs.channels, crop),
+        objective=objective,
         weight_temperature=weight_temperature,
-        nce_layers=cfg.model.head.layers,
-        gan_mode=cfg.loss.gan_mode,
-        lambda_gan=cfg.loss.lambda_gan,
-        lambda_contrastive=cfg.loss.lambda_contrastive,
-        lambda_src=cfg.loss.lambda_src,
-        identity_branch=cfg.loss.identity_branch,
-        src_on_identity=cfg.loss.src_on_identity,
-        layer_reduction=cfg.loss.layer_reduction,
-        branch_reduction=cfg.loss.branch_reduction,
-        lambda_identity=cfg.loss.lambda_identity,
-        lambda_r1=cfg.loss.lambda_r1,
-        negatives_from_minibatch=cfg.loss.negatives_from_minibatch,
+        gamma_schedule=gamma,
+        nce_layers=model.head.layers,
+        gan_mode=loss.gan_mode,
+        lambda_gan=loss.lambda_gan,
+        identity_branch=loss.identity_branch,
+        src_on_identity=loss.src_on_identity,
+        branch_reduction=loss.branch_reduction,
+        lambda_identity=loss.lambda_identity,
+        lambda_r1=loss.lambda_r1,
     )
-    g_opt, d_opt, h_opt = build_optimizers(cfg.train, steps_per_epoch)
-    trainer.compile(g_opt, d_opt, h_opt, jit_compile=cfg.train.jit_compile)
+    g_opt, d_opt, h_opt = optimizers or build_optimizers(train, inputs.steps_per_epoch)
+    trainer.compile(g_opt, d_opt, h_opt, jit_compile=train.jit_compile)
     # The StyleGAN2 discriminator only takes crop-sized images; the ResNet nets build on a small image.
-    trainer.build_all(image_size=crop if cfg.model.discriminator.architecture == "stylegan2" else min(crop, 64))
+    trainer.build_all(image_size=crop if model.discriminator.architecture == "stylegan2" else min(crop, 64))
     return trainer

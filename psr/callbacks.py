@@ -1,9 +1,10 @@
 """Callbacks that turn a `fit` into a monitored, resumable run.
 
-Each callback has one job: switch the data pipeline's crop jitter, log the
-learning rate and step time, write TensorBoard scalars, write image grids,
-save checkpoints, stop on a non-finite loss. The run directory layout is:
-`tensorboard/`, `samples/`, `checkpoints/`.
+Each callback has one job: drive the scheduled variables, switch the data
+pipeline's crop jitter, log the learning rates and step time, write TensorBoard
+scalars, write image grids, stop on a non-finite loss. They reach the trainer
+only through the contract of `psr.trainers.base.Trainer` (step counter,
+optimisers, schedules, sample grid), so every method gets them unchanged.
 """
 
 from __future__ import annotations
@@ -40,25 +41,52 @@ class CropJitterSwitch(keras.callbacks.Callback):
         self.jitter.assign(self.jitter_in_decay_epochs or epoch + 1 <= self.n_epochs)
 
 
-class LearningRateLogger(keras.callbacks.Callback):
-    """Adds the generator optimiser's learning rate to the epoch logs (History, TensorBoard)."""
+class ScheduleDriver(keras.callbacks.Callback):
+    """Sets every scheduled variable of the trainer (`trainer.schedules()`) before each step.
 
-    def __init__(self, optimizer_attribute: str = "g_optimizer"):
-        super().__init__()
-        self.optimizer_attribute = optimizer_attribute
+    The value is a function of the trainer's step counter alone, so a resumed
+    run reads exactly the values of an uninterrupted one, whatever the kill
+    point. At each epoch end the values of the epoch's last step go into the logs
+    (e.g. `Gamma` and `gamma`).
+    """
 
-    def current(self) -> float:
-        optimizer = getattr(self.model, self.optimizer_attribute)
-        lr = optimizer.learning_rate
-        return float(keras.ops.convert_to_numpy(lr))
+    def _apply(self):
+        step = self.model.completed_steps
+        for scheduled in self.model.schedules():
+            scheduled.variable.assign(scheduled.schedule(step))
 
-    def on_epoch_begin(self, epoch, logs=None):
-        # Read at the start: by the epoch's end the step counter already points into the next epoch.
-        self._value = self.current()
+    def on_train_begin(self, logs=None):
+        self._apply()
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self._apply()
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is not None:
-            logs["learning_rate"] = self._value
+            for scheduled in self.model.schedules():
+                logs.update(scheduled.logs())
+
+
+class LearningRateLogger(keras.callbacks.Callback):
+    """Adds the learning rates of the epoch to its logs (History, TensorBoard).
+
+    `learning_rate` is the trainer's first optimiser's; when the optimisers' rates differ, each one is
+    also logged as `learning_rate/<name>`.
+    """
+
+    def current(self) -> dict:
+        return self.model.learning_rates()
+
+    def on_epoch_begin(self, epoch, logs=None):
+        # Read at the start: by the epoch's end the step counter already points into the next epoch.
+        self._values = self.current()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self._values:
+            values = list(self._values.values())
+            logs["learning_rate"] = values[0]
+            if len(set(values)) > 1:
+                logs.update({f"learning_rate/{name}": value for name, value in self._values.items()})
 
 
 class StepTimer(keras.callbacks.Callback):
@@ -79,8 +107,9 @@ class StepTimer(keras.callbacks.Callback):
 class NonFiniteLossGuard(keras.callbacks.Callback):
     """Stops with a clear `TrainingError` when a loss becomes NaN or infinite.
 
-    Checkpoints are written only at epoch ends (or every `save_every_steps`), so
-    the last good checkpoint stays on disk and a rerun resumes from it.
+    Checkpoints are never written with non-finite values (`TrainingState.save` checks every variable),
+    so the newest checkpoint in `checkpoint_dir` is always a finite one to resume from. The message names
+    it (or says that none exists) and the fix; the keys it suggests changing are accepted on resume.
     """
 
     def __init__(self, checkpoint_dir: Optional[Path] = None):
@@ -95,11 +124,18 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         for name, value in (logs or {}).items():
             value = float(value)
             if not math.isfinite(value):
+                from psr.trainers.checkpoints import latest_checkpoint_in
+
                 self.model.stop_training = True
-                where = f" The last good checkpoint is in {self.checkpoint_dir}." if self.checkpoint_dir else ""
+                last = latest_checkpoint_in(self.checkpoint_dir) if self.checkpoint_dir else None
+                if last is not None:
+                    where = f"The last finite checkpoint is {last}; a rerun resumes from it."
+                else:
+                    where = "No checkpoint was written before it, so a rerun starts from the beginning."
                 raise TrainingError(
-                    f"Loss '{name}' became {value} at epoch {self.epoch + 1}, step {batch + 1}.{where} "
-                    "Lower train.learning_rate or check the data, then rerun (it resumes from the checkpoint)."
+                    f"Loss '{name}' became {value} at epoch {self.epoch + 1}, step {batch + 1}. {where} "
+                    "Lower train.learning_rate (e.g. --set train.learning_rate=...) or a loss weight, "
+                    "or check the data, then rerun."
                 )
 
 
@@ -122,7 +158,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
         return self._writer
 
     def _global_step(self) -> int:
-        return int(self.model.g_optimizer.iterations.numpy())
+        return self.model.completed_steps
 
     def on_train_batch_end(self, batch, logs=None):
         step = self._global_step()
@@ -142,12 +178,6 @@ class TensorBoardLogger(keras.callbacks.Callback):
             self._writer.flush()
 
 
-def to_uint8(images: np.ndarray) -> np.ndarray:
-    """[-1, 1] floats → uint8 the way the official test script saves images (clamp, truncate)."""
-    images = np.clip(np.asarray(images, dtype=np.float32), -1.0, 1.0)
-    return ((images + 1.0) / 2.0 * 255.0).astype(np.uint8)
-
-
 class SampleGrid(keras.callbacks.Callback):
     """Image grid of a fixed batch: input | translation | target-domain sample | identity G(y).
 
@@ -155,7 +185,7 @@ class SampleGrid(keras.callbacks.Callback):
 
     Args:
         real_a, real_b: fixed `[n, H, W, 3]` arrays in [-1, 1] (chosen once, before training).
-        translate: `images -> translations`, usually `lambda x: model.generator(x)`; default uses the model.
+        translate: `images -> translations`; default: the trainer's own `sample_grid`.
     """
 
     def __init__(
@@ -177,14 +207,16 @@ class SampleGrid(keras.callbacks.Callback):
         self._writer = None
 
     def grid(self) -> np.ndarray:
-        translate = self.translate or (lambda x: self.model.generator(x, training=False))
+        if self.translate is None:
+            return self.model.sample_grid(self.real_a, self.real_b)
+        translate = self.translate
         fake_b = keras.ops.convert_to_numpy(translate(self.real_a))
         idt_b = keras.ops.convert_to_numpy(translate(self.real_b))
         rows = [np.concatenate(list(cols), axis=1) for cols in zip(self.real_a, fake_b, self.real_b, idt_b)]
         return np.concatenate(rows, axis=0)  # floats in [-1, 1]
 
     def write(self, step: int) -> Path:
-        from psr.data.images import save_image
+        from psr.data.images import save_image, to_uint8
 
         grid = self.grid()
         self.sample_dir.mkdir(parents=True, exist_ok=True)

@@ -33,14 +33,18 @@ def cmd_run(args: argparse.Namespace) -> int:
         overrides.append(f"log.run_dir={args.run_dir}")
     cfg = load_experiment(args.experiment, overrides)
     if args.dry_run:
+        from psr.methods import get_method
+
+        print(f"# method: {cfg.method} — {get_method(cfg.method).description}")
         print(dump_config(cfg), end="")
         return 0
     from psr.experiment import train
 
     try:
         run_dir = train(cfg, progress=not args.quiet)
-    except KeyboardInterrupt:
-        return 130
+    except KeyboardInterrupt as err:
+        # The conventional statuses of a process ended by the signal (128 + number).
+        return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130
     print(f"Run directory: {run_dir}  (tensorboard --logdir {Path(run_dir) / 'tensorboard'})")
     return 0
 

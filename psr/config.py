@@ -23,10 +23,12 @@ from typing import Any, Optional, Union
 
 import yaml
 
+from psr import registry
 from psr.errors import ConfigError
 
 
-def _choices(*values: str) -> dict:
+def _choices(values) -> dict:
+    """Field metadata: the value must be one of `values` (a tuple or a `psr.registry.Registry`)."""
     return {"choices": values}
 
 
@@ -41,7 +43,7 @@ class SyntheticDataConfig:
     kind "rocket_pair": a painterly and a photographic view of scikit-image's rocket (single-image data).
     """
 
-    kind: str = field(default="shapes", metadata=_choices("shapes", "rocket_pair"))
+    kind: str = field(default="shapes", metadata=_choices(registry.SYNTHETIC_KINDS))
     image_size: int = field(default=32, metadata={"min": 8})
     num_train: int = field(default=200, metadata={"min": 1})
     num_test: int = field(default=16, metadata={"min": 1})
@@ -56,14 +58,14 @@ class DataConfig:
     in trainB, trained on random zoomed crops (SinCUT, spec §4.7).
     """
 
-    kind: str = field(default="unaligned", metadata=_choices("unaligned", "single_image"))
+    kind: str = field(default="unaligned", metadata=_choices(registry.DATA_KINDS))
     root: str = "datasets/horse2zebra"
-    direction: str = field(default="AtoB", metadata=_choices("AtoB", "BtoA"))
+    direction: str = field(default="AtoB", metadata=_choices(registry.DIRECTIONS))
     load_size: int = field(default=286, metadata={"min": 1})  # resize target before the random crop
     crop_size: int = field(default=256, metadata={"min": 4})
     preprocess: str = field(
         default="resize_and_crop",
-        metadata=_choices("resize_and_crop", "crop", "scale_width_and_crop", "none"),
+        metadata=_choices(registry.PREPROCESS_MODES),
     )
     flip: bool = True
     # Official behaviour: in decay epochs the images are resized straight to crop_size (no crop jitter).
@@ -80,7 +82,7 @@ class DataConfig:
 class GeneratorConfig:
     """CUT ResNet generator (spec §4.1) or the StyleGAN2-style SinCUT generator (spec §4.6)."""
 
-    architecture: str = field(default="resnet", metadata=_choices("resnet", "stylegan2"))
+    architecture: str = field(default="resnet", metadata=_choices(registry.GENERATORS))
     filters: int = field(default=64, metadata={"min": 1})  # ngf
     num_blocks: int = field(default=9, metadata={"min": 1})
     antialias: bool = True  # resnet only
@@ -95,7 +97,7 @@ class GeneratorConfig:
 class DiscriminatorConfig:
     """PatchGAN discriminator (spec §4.4) or the StyleGAN2-style SinCUT discriminator (spec §4.6)."""
 
-    architecture: str = field(default="patchgan", metadata=_choices("patchgan", "stylegan2"))
+    architecture: str = field(default="patchgan", metadata=_choices(registry.DISCRIMINATORS))
     filters: int = field(default=64, metadata={"min": 1})  # ndf
     num_layers: int = field(default=3, metadata={"min": 1})
     antialias: bool = True
@@ -125,9 +127,12 @@ class CurriculumConfig:
 
     linear: Γ(e) = start + (end − start)·e/T for the 1-based epoch e, T = all epochs;
     after `step_epoch` (if set) Γ = `step_value` (Cityscapes). fixed: Γ = start.
+    unit "epoch" (official CUT): Γ changes once per epoch; "step": e is fractional, (iteration + 1) / steps
+    per epoch, so Γ changes at every iteration along the same line (official StarGAN v2 schedules per step).
     """
 
-    mode: str = field(default="linear", metadata=_choices("linear", "fixed"))
+    mode: str = field(default="linear", metadata=_choices(registry.GAMMA_MODES))
+    unit: str = field(default="epoch", metadata=_choices(registry.SCHEDULE_UNITS))
     start: float = field(default=50.0, metadata={"min_exclusive": 0.0})
     end: float = field(default=10.0, metadata={"min_exclusive": 0.0})
     step_epoch: Optional[int] = field(default=None, metadata={"min": 0})
@@ -138,13 +143,13 @@ class CurriculumConfig:
 class LossConfig:
     """Loss assembly (spec §2). Defaults reproduce the official code; switches give the supplement's variants."""
 
-    gan_mode: str = field(default="lsgan", metadata=_choices("lsgan", "nonsaturating"))
-    contrastive: str = field(default="hdce", metadata=_choices("hdce", "dce", "patchnce"))
+    gan_mode: str = field(default="lsgan", metadata=_choices(registry.GAN_MODES))
+    contrastive: str = field(default="hdce", metadata=_choices(registry.CONTRASTIVE_LOSSES))
     temperature: float = field(default=0.07, metadata={"min_exclusive": 0.0})  # τ
     lambda_gan: float = field(default=1.0, metadata={"min": 0.0})
     lambda_contrastive: float = field(default=0.1, metadata={"min": 0.0})  # λ_hDCE
     lambda_src: float = field(default=0.05, metadata={"min": 0.0})  # λ_SRC
-    src_divergence: str = field(default="jsd", metadata=_choices("jsd", "kl", "l1", "l2"))
+    src_divergence: str = field(default="jsd", metadata=_choices(registry.SRC_DIVERGENCES))
     identity_branch: bool = True  # Y→Y branch (`--dce_idt`)
     lambda_identity: float = field(default=0.0, metadata={"min": 0.0})  # L1(G(y), y); SinCUT: 1
     lambda_r1: float = field(default=0.0, metadata={"min": 0.0})  # R1 on real images; SinCUT: 1 (×½, spec §4.7)
@@ -152,10 +157,10 @@ class LossConfig:
     negatives_from_minibatch: bool = False
     # Supplement variants (official code: false / mean / mean).
     src_on_identity: bool = False
-    layer_reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
-    branch_reduction: str = field(default="mean", metadata=_choices("mean", "sum"))
+    layer_reduction: str = field(default="mean", metadata=_choices(registry.REDUCTIONS))
+    branch_reduction: str = field(default="mean", metadata=_choices(registry.REDUCTIONS))
     # What the hDCE scalar reports: "infonce" = the official log value (gradient is DCE's either way).
-    reported_value: str = field(default="infonce", metadata=_choices("infonce", "dce"))
+    reported_value: str = field(default="infonce", metadata=_choices(registry.REPORTED_VALUES))
     curriculum: CurriculumConfig = CurriculumConfig()
 
 
@@ -172,6 +177,11 @@ class TrainConfig:
     jit_compile: bool = False
     mixed_precision: bool = False  # mixed_bfloat16 (GPU: mixed_float16 is not used; losses stay float32)
     seed: Optional[int] = 0
+    # none: one device; mirrored: every local GPU (or the logical CPUs); multi_worker: several machines
+    # configured by TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy).
+    distribute: str = field(default="none", metadata=_choices(registry.DISTRIBUTE_MODES))
+    # Bit-identical reruns on the same machine: TensorFlow op determinism + seeded data order/augmentation.
+    deterministic: bool = False
 
     @property
     def total_epochs(self) -> int:
@@ -186,8 +196,10 @@ class LogConfig:
     num_samples: int = field(default=4, metadata={"min": 1})
     checkpoint_every_epochs: int = field(default=5, metadata={"min": 1})  # kept snapshots
     keep_checkpoints: int = field(default=3, metadata={"min": 1})
-    # A rolling "latest" checkpoint is also written every this many steps (0 = only at epoch ends).
+    # A rolling "latest" checkpoint is also written every this many steps (0 = only at epoch ends) and
+    # every this many minutes of training (0 = never), so a hard kill loses bounded work.
     save_every_steps: int = field(default=0, metadata={"min": 0})
+    save_every_minutes: float = field(default=30.0, metadata={"min": 0.0})
     verbose: int = field(default=1, metadata={"min": 0, "max": 2})  # Keras fit verbosity
 
 
@@ -209,10 +221,13 @@ class EvalConfig:
 
 @dataclass(frozen=True)
 class ExperimentConfig:
+    """The whole experiment. `model` and `loss` are the sections of `method` (`psr.methods.Method`)."""
+
     name: str = "experiment"
+    method: str = field(default="cut", metadata=_choices(registry.METHODS))
     data: DataConfig = DataConfig()
-    model: ModelConfig = ModelConfig()
-    loss: LossConfig = LossConfig()
+    model: Any = ModelConfig()
+    loss: Any = LossConfig()
     train: TrainConfig = TrainConfig()
     log: LogConfig = LogConfig()
     export: ExportConfig = ExportConfig()
@@ -285,9 +300,10 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
 
 def _check_range(value: Any, key: str, meta: dict) -> None:
     if "choices" in meta and value not in meta["choices"]:
-        close = difflib.get_close_matches(str(value), meta["choices"], n=1)
+        names = tuple(meta["choices"])
+        close = difflib.get_close_matches(str(value), names, n=1)
         hint = f" Did you mean {close[0]!r}?" if close else ""
-        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(meta['choices'])}.{hint}")
+        raise ConfigError(f"{key}: {value!r} is not one of {', '.join(names)}.{hint}")
     if "min" in meta and value < meta["min"]:
         raise ConfigError(f"{key}: must be >= {meta['min']}, got {value!r}.")
     if "min_exclusive" in meta and value <= meta["min_exclusive"]:
@@ -319,25 +335,16 @@ def _join(prefix: str, key: str) -> str:
 
 
 def _check_consistency(cfg: ExperimentConfig) -> None:
-    """Cross-field checks that a single key cannot express."""
+    """Cross-field checks that a single key cannot express (the method's own checks run after these)."""
     if cfg.data.preprocess in ("resize_and_crop", "scale_width_and_crop") and cfg.data.load_size < cfg.data.crop_size:
         raise ConfigError(
             f"data.load_size ({cfg.data.load_size}) is smaller than data.crop_size ({cfg.data.crop_size}); "
             "set load_size >= crop_size."
         )
-    layers = cfg.model.head.layers
-    if not layers or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in layers):
-        raise ConfigError(f"model.head.layers: expected a list of generator layer indices >= 0, got {list(layers)!r}.")
-    if list(layers) != sorted(set(layers)):
-        raise ConfigError(f"model.head.layers: indices must be increasing and unique, got {list(layers)!r}.")
     if cfg.train.total_epochs < 1:
         raise ConfigError("train.epochs + train.decay_epochs must be at least 1.")
-    if cfg.loss.curriculum.step_epoch is not None and cfg.loss.curriculum.mode == "fixed":
-        raise ConfigError("loss.curriculum.step_epoch only applies to mode 'linear'; remove it or set mode: linear.")
     if cfg.data.preprocess == "none" and cfg.train.batch_size != 1:
         raise ConfigError("data.preprocess 'none' keeps each image's own size, so train.batch_size must be 1.")
-    if cfg.loss.lambda_identity > 0 and not cfg.loss.identity_branch:
-        raise ConfigError("loss.lambda_identity needs loss.identity_branch: true (it compares G(y) with y).")
     if cfg.data.kind == "single_image" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "rocket_pair":
         raise ConfigError("data.kind single_image needs data.synthetic.kind rocket_pair (or no synthetic data).")
     if cfg.data.kind == "unaligned" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "shapes":
@@ -346,6 +353,24 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         raise ConfigError(
             f"eval.best_metric {cfg.eval.best_metric!r} is not in eval.metrics {list(cfg.eval.metrics)!r}."
         )
+    if cfg.train.jit_compile and cfg.train.distribute != "none":
+        raise ConfigError(
+            "train.jit_compile does not work under tf.distribute (XLA cannot reach the other replicas' "
+            "variables); set train.jit_compile: false or train.distribute: none."
+        )
+
+
+def check_single_modal(cfg: ExperimentConfig) -> None:
+    """Checks of the `cut` / `sincut` model and loss sections."""
+    layers = cfg.model.head.layers
+    if not layers or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in layers):
+        raise ConfigError(f"model.head.layers: expected a list of generator layer indices >= 0, got {list(layers)!r}.")
+    if list(layers) != sorted(set(layers)):
+        raise ConfigError(f"model.head.layers: indices must be increasing and unique, got {list(layers)!r}.")
+    if cfg.loss.curriculum.step_epoch is not None and cfg.loss.curriculum.mode == "fixed":
+        raise ConfigError("loss.curriculum.step_epoch only applies to mode 'linear'; remove it or set mode: linear.")
+    if cfg.loss.lambda_identity > 0 and not cfg.loss.identity_branch:
+        raise ConfigError("loss.lambda_identity needs loss.identity_branch: true (it compares G(y) with y).")
 
 
 # === Overrides (`--set a.b=c`) ===
@@ -394,13 +419,48 @@ def _deep_copy(raw: Any) -> Any:
 
 
 def config_from_dict(raw: Optional[dict], overrides: Optional[list[str]] = None) -> ExperimentConfig:
+    """Validates a raw mapping (a parsed YAML file) into an `ExperimentConfig`.
+
+    The `method` key (inferred for files written before it existed) chooses the classes of the `model` and
+    `loss` sections and the defaults laid under the file's values.
+    """
+    from psr.methods import get_method, infer_method, with_defaults
+
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"The experiment file must be a YAML mapping of sections, got {type(raw).__name__}.")
     raw = apply_overrides(raw, list(overrides or []))
-    cfg = _build(ExperimentConfig, raw, "")
+    name = raw.get("method")
+    if name is None:
+        name = infer_method(raw)
+    elif not isinstance(name, str):
+        raise ConfigError(f"method: expected a string, got {name!r}.")
+    method = get_method(name)
+    raw = with_defaults(method, {**raw, "method": name})
+    sections = {
+        "model": _build(method.model_config, _section(raw, "model"), "model"),
+        "loss": _build(method.loss_config, _section(raw, "loss"), "loss"),
+    }
+    cfg = _build(ExperimentConfig, {k: v for k, v in raw.items() if k not in sections}, "")
+    cfg = dataclasses.replace(cfg, **sections)
+    if cfg.data.kind not in method.data_kinds:
+        raise ConfigError(
+            f"method {name!r} trains on data.kind {' or '.join(method.data_kinds)}, got {cfg.data.kind!r}; "
+            f"change data.kind or the method."
+        )
     _check_consistency(cfg)
+    if method.check is not None:
+        method.check(cfg)
     return cfg
+
+
+def _section(raw: dict, name: str) -> dict:
+    value = raw.get(name, {})
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ConfigError(f"{name}: expected a mapping, got {value!r}.")
+    return value
 
 
 def load_experiment(path: Union[str, Path], overrides: Optional[list[str]] = None) -> ExperimentConfig:

@@ -48,8 +48,9 @@ def translate_split(
 
 def test_folders(data_root: Union[str, Path], direction: str) -> tuple[Path, Path]:
     """(source, reference) test folders: testA → compared with testB for AtoB, the reverse for BtoA."""
-    root = Path(data_root)
-    return (root / "testA", root / "testB") if direction == "AtoB" else (root / "testB", root / "testA")
+    from psr.data.builders import domain_folders
+
+    return domain_folders(data_root, direction, "test")
 
 
 def make_extractor(inception_weights: Optional[str]):
@@ -152,7 +153,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         from psr.export import translate_any_size
         from psr.metrics.registry import evaluate_folders
 
-        generator = self.model.generator
+        generator = self.model.inference_network()
         multiple = self.cfg.export.pad_multiple
 
         @tf.function(reduce_retracing=True)
@@ -187,8 +188,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             self.best = value
             from psr.trainers.checkpoints import write_checkpoint
 
-            write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.generator, keep=1)
-            export_generator(self.model.generator, self.run_dir / "export_best", self.cfg.export.pad_multiple)
+            write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.inference_network(), keep=1)
+            export_generator(self.model.inference_network(), self.run_dir / "export_best", self.cfg.export.pad_multiple)
             tmp = self.best_file.with_suffix(".tmp")
             tmp.write_text(json.dumps({"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1}))
             os.replace(tmp, self.best_file)

@@ -13,13 +13,14 @@ from psr.export import SIGNATURE_FLOAT, is_saved_model, translate_any_size
 
 
 def load_run_generator(run_dir: Union[str, Path], checkpoint: str = "latest"):
-    """`(generator, config, checkpoint path)` of a run directory (`config.yaml` + its newest checkpoint)."""
-    from psr.builders import build_generator
+    """`(network, config, checkpoint path)` of a run directory: its method's inference network (the
+    generator for CUT / SinCUT) with the weights of the newest checkpoint."""
     from psr.config import load_run_config
+    from psr.methods import get_method
     from psr.trainers.checkpoints import restore_generator
 
     cfg = load_run_config(run_dir)
-    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
+    generator = get_method(cfg.method).inference_network_builder()(cfg.model, cfg.data.crop_size)
     path = restore_generator(run_dir, generator, which=checkpoint)
     return generator, cfg, path
 

@@ -1,11 +1,17 @@
-"""Epoch-indexed schedules: the Γ curriculum of hDCE and the linear LR decay.
+"""Schedules: the Γ curriculum of hDCE, the linear LR decay, and their time axis.
 
-Both follow the official code (spec `single_modal.md` §3 and §5): values are
-functions of the **1-based epoch** and stay constant within an epoch.
-`GammaCurriculum` is applied by the `GammaScheduler` callback, which writes
-into a `keras.Variable` that the compiled train step reads (a Python float
-would be frozen at trace time). `LinearDecay` is a regular
+Time is counted in **iterations** (the trainer's step counter); an epoch is a
+conversion. The official CUT code keys its curves on the 1-based epoch and
+keeps them constant within an epoch (spec `single_modal.md` §3 and §5);
+StarGAN v2 keys them on the iteration. `StepSchedule` reads a curve of the
+(possibly fractional) 1-based epoch at an iteration, either way. The trainer
+writes the value into a `keras.Variable` that the compiled step reads (a Python
+float would be frozen at trace time), so changing it never retraces, and
+because the value depends on the step counter alone a resumed run sees exactly
+the values of an uninterrupted one. `LinearDecay` is a regular
 `LearningRateSchedule` of the optimizer's iteration count.
+`GammaScheduler` is the same for plain Keras models (a callback that counts
+epochs itself).
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import numbers
 import keras
 from keras import ops
 
-GAMMA_MODES = ("linear", "fixed")
+from psr.registry import GAMMA_MODES, SCHEDULE_UNITS
 
 
 def _is_python_number(value):
@@ -204,6 +210,58 @@ class GammaScheduler(keras.callbacks.Callback):
             logs["gamma"] = 1.0 / value
 
 
+# === Time axis ===
+
+
+@keras.saving.register_keras_serializable(package="psr")
+class StepSchedule:
+    """A curve of the 1-based epoch (`GammaCurriculum`, ...) read at an iteration.
+
+    `schedule(step)` takes the number of completed iterations (the 0-based index of the iteration about to
+    run) and returns the curve at
+    - unit "epoch": `step // steps_per_epoch + 1`, constant within an epoch (official CUT);
+    - unit "step": `(step + 1) / steps_per_epoch`, a new value every iteration along the same curve, equal
+      to the per-epoch value on each epoch's last iteration (official StarGAN v2 schedules per iteration).
+
+    Args:
+        curve: callable of the 1-based (fractional) epoch.
+        steps_per_epoch: iterations per epoch (≥ 1).
+        unit: "epoch" or "step".
+    """
+
+    def __init__(self, curve, steps_per_epoch: int, unit: str = "epoch"):
+        _require(unit in SCHEDULE_UNITS, f"Argument `unit` must be one of {SCHEDULE_UNITS}.", unit=unit)
+        _require(
+            isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1,
+            "Argument `steps_per_epoch` must be an integer >= 1.",
+            steps_per_epoch=steps_per_epoch,
+        )
+        self.curve = curve
+        self.steps_per_epoch = int(steps_per_epoch)
+        self.unit = unit
+
+    def epoch(self, step: int) -> float:
+        if self.unit == "epoch":
+            return step // self.steps_per_epoch + 1
+        return (step + 1) / self.steps_per_epoch
+
+    def __call__(self, step: int) -> float:
+        return float(self.curve(self.epoch(int(step))))
+
+    def get_config(self):
+        return {
+            "curve": keras.saving.serialize_keras_object(self.curve),
+            "steps_per_epoch": self.steps_per_epoch,
+            "unit": self.unit,
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        config["curve"] = keras.saving.deserialize_keras_object(config["curve"])
+        return cls(**config)
+
+
 # === Learning rate ===
 
 
@@ -270,4 +328,4 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-__all__ = ["GAMMA_MODES", "GammaCurriculum", "GammaScheduler", "LinearDecay"]
+__all__ = ["GAMMA_MODES", "GammaCurriculum", "GammaScheduler", "LinearDecay", "StepSchedule"]

@@ -7,6 +7,7 @@ from PIL import Image
 
 from psr.callbacks import CropJitterSwitch, LearningRateLogger, SampleGrid, StepTimer
 from psr.schedules import LinearDecay
+from psr.trainers.base import Trainer
 
 
 def test_crop_jitter_is_off_in_decay_epochs_only():
@@ -27,8 +28,9 @@ def test_learning_rate_is_the_one_used_during_the_epoch():
     optimizer = keras.optimizers.SGD(learning_rate=schedule)
     optimizer.build([keras.Variable(0.0)])
 
-    class Model:
-        g_optimizer = optimizer
+    class Model(Trainer):
+        def named_optimizers(self):
+            return {"generator": optimizer}
 
     logger = LearningRateLogger()
     logger.set_model(Model())

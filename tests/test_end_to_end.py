@@ -21,6 +21,7 @@ from psr.cli import main
 from psr.config import load_run_config
 from psr.errors import ConfigError, TrainingError
 from psr.experiment import train
+from psr.methods import TrainerInputs
 from psr.trainers.checkpoints import TrainingState, restore_generator
 
 from e2e_helpers import TinyExtractor, tiny_config, tiny_raw, write_yaml
@@ -41,7 +42,7 @@ def tensorboard_tags(folder: Path) -> set:
 def iterations(run_dir: Path) -> int:
     """Optimiser steps stored in the run's newest checkpoint (restored into a fresh trainer)."""
     cfg = load_run_config(run_dir)
-    trainer = build_cut_trainer(cfg, steps_per_epoch=1)
+    trainer = build_cut_trainer(cfg.model, cfg.loss, cfg.train, TrainerInputs(cfg.data.crop_size, steps_per_epoch=1))
     TrainingState(run_dir / "checkpoints", trainer).restore()
     counts = {int(o.iterations.numpy()) for o in (trainer.g_optimizer, trainer.d_optimizer, trainer.head_optimizer)}
     assert len(counts) == 1
@@ -199,13 +200,15 @@ def test_periodic_evaluation_keeps_best(tmp_path):
 def test_rerun_with_a_different_experiment_is_refused(tmp_path):
     cfg = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1})
     train(cfg, progress=False)
-    changed = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1, "learning_rate": 0.1})
-    with pytest.raises(ConfigError, match=r"holds a run of a different configuration \(changed: train.learning_rate\)"):
+    changed = tiny_config(tmp_path, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1},
+                          model={"generator": {"filters": 8, "num_blocks": 1}})
+    with pytest.raises(ConfigError, match=r"holds a run of a different configuration \(changed: model.generator.filters\)"):
         train(changed, progress=False)
 
 
-def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
-    guard = NonFiniteLossGuard(tmp_path / "checkpoints" / "latest")
+def test_non_finite_loss_names_the_last_finite_checkpoint_or_none(tmp_path):
+    latest = tmp_path / "checkpoints" / "latest"
+    guard = NonFiniteLossGuard(latest)
 
     class Model:
         stop_training = False
@@ -213,12 +216,20 @@ def test_non_finite_loss_stops_with_a_clear_error(tmp_path):
     guard.set_model(Model())
     guard.on_epoch_begin(2)
     guard.on_train_batch_end(0, {"g_loss": 1.0})
+    fix = "Lower train.learning_rate (e.g. --set train.learning_rate=...) or a loss weight, or check the data, then rerun."
     with pytest.raises(TrainingError) as info:
         guard.on_train_batch_end(6, {"g_loss": 1.0, "d_loss": float("nan")})
     assert str(info.value) == (
-        f"Loss 'd_loss' became nan at epoch 3, step 7. The last good checkpoint is in "
-        f"{tmp_path / 'checkpoints' / 'latest'}. Lower train.learning_rate or check the data, "
-        "then rerun (it resumes from the checkpoint)."
+        "Loss 'd_loss' became nan at epoch 3, step 7. No checkpoint was written before it, so a rerun starts "
+        f"from the beginning. {fix}"
+    )
+    (latest / "ckpt-00002-0000003").mkdir(parents=True)
+    (latest / "ckpt-00002-0000003" / "state.json").write_text('{"epoch": 2, "step": 3}')
+    with pytest.raises(TrainingError) as info:
+        guard.on_train_batch_end(6, {"g_loss": float("inf")})
+    assert str(info.value) == (
+        f"Loss 'g_loss' became inf at epoch 3, step 7. The last finite checkpoint is {latest / 'ckpt-00002-0000003'}; "
+        f"a rerun resumes from it. {fix}"
     )
 
 

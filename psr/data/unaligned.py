@@ -19,9 +19,8 @@ from PIL import Image
 
 from psr.data.images import list_images, read_image, verify_images
 from psr.errors import DatasetError
+from psr.registry import DIRECTIONS, PREPROCESS_MODES
 
-PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width_and_crop", "none")
-DIRECTIONS = ("AtoB", "BtoA")
 PHASES = ("train", "test")
 
 # Upstream rounds every image side to a multiple of 4 (`__make_power_2`, base 4),

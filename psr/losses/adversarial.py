@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from keras import ops
 
-GAN_MODES = ("lsgan", "nonsaturating")
+from psr.registry import GAN_MODES
 
 
 def _per_sample_mean(x):

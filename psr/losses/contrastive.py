@@ -24,13 +24,13 @@ import keras
 from keras import ops
 
 from psr.numerics import l2_normalize
+from psr.registry import REPORTED_VALUES
 
 # The official code fills masked similarities with −10, not −inf, so the
 # masked entry still adds exp(−10/τ) (≈ e^−143 at τ = 0.07) to a denominator.
 MASK_VALUE = -10.0
 # Added to the norm when keys are re-normalised for the weights (spec §1.3).
 NORM_EPSILON = 1e-7
-REPORTED_VALUES = ("infonce", "dce")
 
 
 # === Shared helpers ===

@@ -22,6 +22,7 @@ import json
 import os
 import re
 import shutil
+import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -45,8 +46,7 @@ def _complete(folder: Path) -> list[Path]:
 
 def latest_checkpoint(run_dir: Union[str, Path], which: str = "latest") -> Optional[Path]:
     """Newest complete checkpoint folder of `<run>/checkpoints/<which>`, or None."""
-    found = _complete(Path(run_dir) / "checkpoints" / which)
-    return found[-1] if found else None
+    return latest_checkpoint_in(Path(run_dir) / "checkpoints" / which)
 
 
 def write_checkpoint(
@@ -81,65 +81,124 @@ def write_checkpoint(
 class TrainingState:
     """Saves and restores a trainer's full state under `<run>/checkpoints`.
 
+    Works through the trainer contract (`psr.trainers.base.Trainer`): the whole trainer's weights, the
+    inference network's weights, and the step counter, whose value is the truth about how far training got.
+
     Args:
         directory: `<run>/checkpoints`.
         trainer: a built trainer (networks, head and optimisers must have their variables).
         keep: how many epoch snapshots to keep.
+        steps_per_epoch: iterations per epoch, to turn the step counter into (epoch, step in epoch).
     """
 
-    def __init__(self, directory: Union[str, Path], trainer: keras.Model, keep: int = 3):
+    def __init__(self, directory: Union[str, Path], trainer: keras.Model, keep: int = 3,
+                 steps_per_epoch: Optional[int] = None):
         self.directory = Path(directory)
         self.trainer = trainer
         self.keep = keep
+        self.steps_per_epoch = steps_per_epoch
+        self.restored_from: Optional[Path] = None
+        self.skipped: list[tuple[Path, str]] = []  # checkpoints that failed to load, newest first
+
+    def position(self) -> tuple[int, int]:
+        """(completed epochs, steps into the next epoch) of the trainer's step counter."""
+        step = self.trainer.completed_steps
+        if not self.steps_per_epoch:
+            return 0, step
+        return divmod(step, self.steps_per_epoch)
 
     def restore(self) -> tuple[int, int]:
-        """Restores the newest state if there is one; returns (completed epochs, steps into the next epoch)."""
-        found = _complete(self.directory / "latest")
-        if not found:
-            return 0, 0
-        path = found[-1]
-        try:
-            self.trainer.load_weights(str(path / TRAINER_FILE))
-        except (ValueError, OSError, KeyError) as err:
-            raise CheckpointError(
-                f"Cannot resume from {path}: {str(err).splitlines()[0]}. The run directory holds a checkpoint of a "
-                "different model; use a new log.run_dir or delete its checkpoints folder to start over."
-            ) from None
-        state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
-        return int(state["epoch"]), int(state["step"])
+        """Restores the newest loadable state; returns (completed epochs, steps into the next epoch).
 
-    def save(self, completed_epochs: int, step_in_epoch: int = 0, snapshot: bool = False) -> Path:
-        generator = self.trainer.generator
-        path = write_checkpoint(self.directory / "latest", completed_epochs, step_in_epoch, generator,
+        A checkpoint that fails to load (truncated, or of another model) is reported in `skipped` and the
+        next older one is tried; nothing is deleted. Raises `CheckpointError` when checkpoints exist but
+        none loads.
+        """
+        found = _complete(self.directory / "latest")
+        for path in reversed(found):
+            try:
+                self.trainer.load_weights(str(path / TRAINER_FILE))
+                state = json.loads((path / STATE_FILE).read_text(encoding="utf-8"))
+            except (ValueError, OSError, KeyError, TypeError) as err:
+                self.skipped.append((path, _first_line(err)))
+                continue
+            self.restored_from = path
+            if self.steps_per_epoch:
+                return self.position()
+            return int(state["epoch"]), int(state["step"])
+        if self.skipped:
+            path, reason = self.skipped[0]
+            raise CheckpointError(
+                f"Cannot resume from {path}: {reason}; no older checkpoint in {path.parent} loads either. "
+                "If the run directory holds a different model, use a new log.run_dir."
+            )
+        return 0, 0
+
+    def save(self, snapshot: bool = False) -> Path:
+        """Writes the rolling checkpoint at the step counter (and an epoch snapshot).
+
+        Refuses (`NonFiniteStateError`) a state holding NaN/inf: a checkpoint is always one to resume from.
+        """
+        bad = self.trainer.non_finite_variables()
+        if bad:
+            raise NonFiniteStateError(bad, latest_checkpoint_in(self.directory / "latest"))
+        completed_epochs, step_in_epoch = self.position()
+        network = self.trainer.inference_network()
+        path = write_checkpoint(self.directory / "latest", completed_epochs, step_in_epoch, network,
                                 self.trainer, keep=2)
         if snapshot:
-            write_checkpoint(self.directory / "epochs", completed_epochs, 0, generator, self.trainer, keep=self.keep)
+            write_checkpoint(self.directory / "epochs", completed_epochs, 0, network, self.trainer, keep=self.keep)
         return path
 
 
+class NonFiniteStateError(CheckpointError):
+    """The trainer holds NaN/inf values; no checkpoint was written."""
+
+    def __init__(self, variables: list[str], last_good: Optional[Path]):
+        self.variables = variables
+        self.last_good = last_good
+        shown = ", ".join(variables[:3]) + (f" and {len(variables) - 3} more" if len(variables) > 3 else "")
+        where = f"the last finite checkpoint is {last_good}" if last_good else "no finite checkpoint exists yet"
+        super().__init__(f"Not saving: non-finite values in {shown}; {where}.")
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0] if text else type(err).__name__
+
+
+def latest_checkpoint_in(folder: Union[str, Path]) -> Optional[Path]:
+    found = _complete(Path(folder))
+    return found[-1] if found else None
+
+
 class CheckpointSaver(keras.callbacks.Callback):
-    """Saves the training state at epoch ends (snapshot every `every_epochs`) and every `save_every_steps`."""
+    """Saves the training state at epoch ends (snapshot every `every_epochs`), every `save_every_steps`
+    iterations and every `save_every_minutes` of wall-clock time (0 turns either off)."""
 
     def __init__(self, state: TrainingState, every_epochs: int = 5, save_every_steps: int = 0,
-                 start_epoch: int = 0, steps_offset: int = 0):
+                 save_every_minutes: float = 0.0, clock=time.monotonic):
         super().__init__()
         self.state = state
         self.every_epochs = every_epochs
         self.save_every_steps = save_every_steps
-        self.steps_offset = steps_offset  # steps already done in the first epoch (a mid-epoch resume)
-        self._epoch = start_epoch
+        self.save_every_seconds = 60.0 * save_every_minutes
+        self.clock = clock
+        self._last_save = clock()
 
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
+    def _save(self, snapshot: bool = False) -> None:
+        self.state.save(snapshot=snapshot)
+        self._last_save = self.clock()
 
     def on_train_batch_end(self, batch, logs=None):
-        done = batch + 1 + self.steps_offset
-        if self.save_every_steps and done % self.save_every_steps == 0:
-            self.state.save(self._epoch, step_in_epoch=done)
+        step = self.state.trainer.completed_steps
+        if self.save_every_steps and step % self.save_every_steps == 0:
+            self._save()
+        elif self.save_every_seconds and self.clock() - self._last_save >= self.save_every_seconds:
+            self._save()
 
     def on_epoch_end(self, epoch, logs=None):
-        self.steps_offset = 0
-        self.state.save(epoch + 1, snapshot=(epoch + 1) % self.every_epochs == 0)
+        self._save(snapshot=(epoch + 1) % self.every_epochs == 0)
 
 
 def restore_generator(run_dir: Union[str, Path], generator: keras.Model, which: str = "latest") -> Path:

@@ -23,16 +23,13 @@ import tensorflow as tf
 from keras import ops
 
 from psr.losses.adversarial import discriminator_loss, generator_loss
+from psr.losses.patch_semantic import PatchSemanticObjective
 from psr.losses.regularizers import r1_penalty
+from psr.registry import GAN_MODES, REDUCTIONS
+from psr.trainers.base import ScheduledValue, Trainer
+from psr.trainers.distribution import global_batch_mean, num_replicas
 
 LOG_NAMES = ("d_loss", "d_real", "d_fake", "d_r1", "g_loss", "g_adv", "g_nce", "g_nce_idt", "g_src", "g_idt")
-
-
-def global_batch_mean(per_sample):
-    """Mean over the *global* batch: right under `tf.distribute`, where optimizers sum replica gradients."""
-    replicas = tf.distribute.get_strategy().num_replicas_in_sync
-    per_sample = ops.cast(per_sample, "float32")
-    return ops.sum(per_sample) / ops.cast(ops.shape(per_sample)[0] * replicas, "float32")
 
 
 def translate_and_encode(generator, images, layer_ids):
@@ -42,100 +39,79 @@ def translate_and_encode(generator, images, layer_ids):
     return generator(images, training=True), generator.encode(images, layer_ids)
 
 
-def combine_layers(values: Sequence, reduction: str):
-    """Official code averages the per-layer terms (×1/L); the supplement sums them."""
-    total = ops.sum(ops.stack(values))
-    return total / len(values) if reduction == "mean" else total
-
-
 @keras.saving.register_keras_serializable(package="psr")
-class CUTTrainer(keras.Model):
+class CUTTrainer(Trainer):
     """Generator/discriminator/projection-head training with hDCE (or DCE / PatchNCE) and SRC.
 
     Args:
         generator: a `ResnetGenerator` (anything with `call(x)` and `encode(x, layer_ids)`).
         discriminator: image → real/fake scores (`[B, h, w, 1]` or `[B, 1]`).
-        head: projection head, `head(features, patch_ids) -> list of [B, N, C]` unit vectors.
-        sampler: `sampler(features) -> list of patch ids`, one set per layer and step.
-        contrastive_loss: `keras.losses.Loss` called as `loss(keys, queries)` (`HardDCELoss`, ...).
-        src_loss: `SemanticRelationLoss` or None (no SRC term).
-        weight_temperature: the non-trainable variable Γ that `contrastive_loss` reads (a callback
-            drives it); kept here so checkpoints hold it.
+        objective: the `PatchSemanticObjective` (sampler, head, contrastive loss, SRC, λs, layer reduction,
+            minibatch negatives); its head is trained with the generator and checkpointed here.
+        weight_temperature: the non-trainable variable Γ that the contrastive loss reads; kept here so
+            checkpoints hold it.
+        gamma_schedule: completed iterations → Γ (see `psr.schedules.StepSchedule`); None keeps Γ fixed.
         nce_layers: generator layer indices whose features are compared.
         gan_mode: "lsgan" (CUT) or "nonsaturating" (SinCUT).
-        lambda_gan, lambda_contrastive, lambda_src: loss weights.
+        lambda_gan: weight of the generator's adversarial term.
         identity_branch: also translate y and apply the contrastive loss to (G(y), y) (`--dce_idt`).
         src_on_identity: supplement variant: SRC on the identity branch too (official: off).
-        layer_reduction: "mean" over layers (official) or "sum" (supplement).
         branch_reduction: "mean" of the X→Y and Y→Y terms (official ½(·+·)) or "sum" (supplement).
         lambda_identity: weight of the L1 identity term mean|G(y) − y| (SinCUT: 1; needs the identity branch).
         lambda_r1: weight of the R1 penalty on real images; L_D gets ½·λ_R1·mean_b Σ|∇D(y)|² (SinCUT: 1).
-        negatives_from_minibatch: treat the patches of all images as one set ([1, B·N, C]; SinCUT) instead
-            of per-image sets.
     """
+
+    logged_terms = LOG_NAMES
 
     def __init__(
         self,
         generator: keras.Model,
         discriminator: keras.Model,
-        head: keras.layers.Layer,
-        sampler: keras.layers.Layer,
-        contrastive_loss: keras.losses.Loss,
-        src_loss: Optional[keras.losses.Loss],
+        objective: PatchSemanticObjective,
         weight_temperature: Optional[keras.Variable] = None,
+        gamma_schedule=None,
         *,
         nce_layers: Sequence[int] = (0, 4, 8, 12, 16),
         gan_mode: str = "lsgan",
         lambda_gan: float = 1.0,
-        lambda_contrastive: float = 0.1,
-        lambda_src: float = 0.05,
         identity_branch: bool = True,
         src_on_identity: bool = False,
-        layer_reduction: str = "mean",
         branch_reduction: str = "mean",
         lambda_identity: float = 0.0,
         lambda_r1: float = 0.0,
-        negatives_from_minibatch: bool = False,
         **kwargs,
     ):
         super().__init__(**kwargs)
-        for arg, value, valid in (
-            ("gan_mode", gan_mode, ("lsgan", "nonsaturating")),
-            ("layer_reduction", layer_reduction, ("mean", "sum")),
-            ("branch_reduction", branch_reduction, ("mean", "sum")),
-        ):
+        for arg, value, valid in (("gan_mode", gan_mode, GAN_MODES), ("branch_reduction", branch_reduction, REDUCTIONS)):
             if value not in valid:
                 raise ValueError(f"`{arg}` must be one of {valid}. Received: {arg}={value!r}")
         if not nce_layers:
             raise ValueError(f"`nce_layers` must not be empty. Received: nce_layers={nce_layers!r}")
         self.generator = generator
         self.discriminator = discriminator
-        self.head = head
-        self.sampler = sampler
-        self.contrastive_loss = contrastive_loss
-        self.src_loss = src_loss
+        self.objective = objective
+        # Tracked here (not through the objective) so checkpoints keep their layout.
+        self.head = objective.head
+        self.sampler = objective.sampler
         if weight_temperature is None:
             weight_temperature = keras.Variable(1.0, trainable=False, name="weight_temperature")
         self.weight_temperature = weight_temperature
+        self.gamma_schedule = gamma_schedule
         self.nce_layers = tuple(int(i) for i in nce_layers)
         self.gan_mode = gan_mode
         self.lambda_gan = float(lambda_gan)
-        self.lambda_contrastive = float(lambda_contrastive)
-        self.lambda_src = float(lambda_src)
         self.identity_branch = bool(identity_branch)
         self.src_on_identity = bool(src_on_identity)
-        self.layer_reduction = layer_reduction
         self.branch_reduction = branch_reduction
         self.lambda_identity = float(lambda_identity)
         self.lambda_r1 = float(lambda_r1)
-        self.negatives_from_minibatch = bool(negatives_from_minibatch)
         if self.lambda_identity and not self.identity_branch:
             raise ValueError("`lambda_identity` needs `identity_branch=True`. Received: identity_branch=False")
         inactive = {
             "d_r1": not self.lambda_r1,
             "g_idt": not self.lambda_identity,
             "g_nce_idt": not self.identity_branch,
-            "g_src": src_loss is None,
+            "g_src": not objective.has_src,
         }
         # Only the terms this configuration computes are tracked (and shown in logs and TensorBoard).
         self.trackers = {name: keras.metrics.Mean(name=name) for name in LOG_NAMES if not inactive.get(name)}
@@ -156,7 +132,7 @@ class CUTTrainer(keras.Model):
         """
         x = ops.zeros((1, image_size, image_size, channels))
         features = self.generator.encode(x, self.nce_layers)
-        self.head(features, self.sampler(features))
+        self.objective.keys(features)
         self.discriminator(x)
         self(x)
         if getattr(self, "g_optimizer", None) is not None:
@@ -171,23 +147,24 @@ class CUTTrainer(keras.Model):
     def metrics(self):
         return list(self.trackers.values())
 
-    # === Loss pieces ===
+    # === Trainer contract ===
 
-    def _patch_sets(self, embeddings):
-        """[B, N, C] per-image sets, or one [1, B·N, C] set when negatives come from the whole minibatch."""
-        if not self.negatives_from_minibatch:
-            return embeddings
-        return ops.reshape(embeddings, (1, -1, ops.shape(embeddings)[-1]))
+    @property
+    def step_counter(self) -> keras.Variable:
+        # One generator update per iteration: its optimiser counts the completed iterations.
+        return self.g_optimizer.iterations
 
-    def _layer_losses(self, loss, weight: float, keys: Sequence, queries: Sequence):
-        terms = [weight * loss(self._patch_sets(k), self._patch_sets(q)) for k, q in zip(keys, queries)]
-        return combine_layers(terms, self.layer_reduction)
+    def named_optimizers(self) -> dict:
+        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer, "head": self.head_optimizer}
 
-    def _contrastive(self, keys: Sequence, queries: Sequence):
-        return self._layer_losses(self.contrastive_loss, self.lambda_contrastive, keys, queries)
+    def inference_network(self) -> keras.Model:
+        return self.generator
 
-    def _src(self, keys: Sequence, queries: Sequence):
-        return self._layer_losses(self.src_loss, self.lambda_src, keys, queries)
+    def schedules(self) -> list:
+        if self.gamma_schedule is None:
+            return []
+        return [ScheduledValue(self.weight_temperature, self.gamma_schedule,
+                               {"Gamma": None, "gamma": lambda value: 1.0 / value})]
 
     def _discriminator_step(self, real_b, fake_b):
         """L_D = ½ (L_real + L_fake) [+ ½·λ_R1·R1] on the detached translation (spec §2, §4.7); applies D's update."""
@@ -228,9 +205,7 @@ class CUTTrainer(keras.Model):
             # 2. Keys never carry gradient (spec §7.9). Patch ids are drawn once per step and shared by
             #    the four feature sets (x, G(x), y, G(y)).
             with tape.stop_recording():
-                real_features = [ops.stop_gradient(f) for f in real_features]
-                patch_ids = self.sampler(real_features)
-                keys = [ops.stop_gradient(k) for k in self.head(real_features, patch_ids)]
+                keys, patch_ids = self.objective.keys(real_features)
 
             # 3. Discriminator update on the detached translation, before G's update.
             with tape.stop_recording():
@@ -239,18 +214,19 @@ class CUTTrainer(keras.Model):
             # 4. Generator + head losses, with the updated D.
             g_adv_per_sample = generator_loss(self.discriminator(fake_b, training=True), self.gan_mode)
             g_adv = global_batch_mean(g_adv_per_sample)
-            queries = self.head(self.generator.encode(fake, self.nce_layers), patch_ids)
+            objective = self.objective
+            queries = objective.queries(self.generator.encode(fake, self.nce_layers), patch_ids)
             keys_xy = [k[:batch] for k in keys]
             queries_xy = [q[:batch] for q in queries]
-            nce_xy = self._contrastive(keys_xy, queries_xy)
-            src = self._src(keys_xy, queries_xy) if self.src_loss is not None else ops.zeros(())
+            nce_xy = objective.contrastive(keys_xy, queries_xy)
+            src = objective.relation(keys_xy, queries_xy)
             if self.identity_branch:
                 keys_yy = [k[batch:] for k in keys]
                 queries_yy = [q[batch:] for q in queries]
-                nce_yy = self._contrastive(keys_yy, queries_yy)
+                nce_yy = objective.contrastive(keys_yy, queries_yy)
                 nce = nce_xy + nce_yy
-                if self.src_on_identity and self.src_loss is not None:
-                    src = src + self._src(keys_yy, queries_yy)
+                if self.src_on_identity:
+                    src = src + objective.relation(keys_yy, queries_yy)
                 if self.branch_reduction == "mean":
                     nce = 0.5 * nce
             else:
@@ -271,7 +247,7 @@ class CUTTrainer(keras.Model):
         self.head_optimizer.apply_gradients(zip(grads[len(g_vars) :], h_vars))
 
         # Keras Loss objects already divide by the replica count; report per-replica means.
-        replicas = tf.distribute.get_strategy().num_replicas_in_sync
+        replicas = num_replicas()
         logs = dict(d_logs)
         logs.update(
             g_adv=ops.mean(g_adv_per_sample),
@@ -283,7 +259,7 @@ class CUTTrainer(keras.Model):
         logs["g_loss"] = self.lambda_gan * logs["g_adv"] + (nce + src) * replicas + logs["g_idt"]
         for name, tracker in self.trackers.items():
             tracker.update_state(logs[name])
-        return {name: tracker.result() for name, tracker in self.trackers.items()}
+        return self.step_outputs({name: tracker.result() for name, tracker in self.trackers.items()})
 
     def get_config(self):
         # Networks and losses are passed in built; the trainer is rebuilt from an experiment config,
@@ -292,13 +268,10 @@ class CUTTrainer(keras.Model):
             "nce_layers": list(self.nce_layers),
             "gan_mode": self.gan_mode,
             "lambda_gan": self.lambda_gan,
-            "lambda_contrastive": self.lambda_contrastive,
-            "lambda_src": self.lambda_src,
             "identity_branch": self.identity_branch,
             "src_on_identity": self.src_on_identity,
-            "layer_reduction": self.layer_reduction,
             "branch_reduction": self.branch_reduction,
             "lambda_identity": self.lambda_identity,
             "lambda_r1": self.lambda_r1,
-            "negatives_from_minibatch": self.negatives_from_minibatch,
+            "objective": self.objective.get_config(),
         }

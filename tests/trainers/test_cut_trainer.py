@@ -1,52 +1,44 @@
 """CUTTrainer: loss assembly and update order against an independent re-computation (spec §2)."""
 
+import dataclasses
+
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from psr.builders import build_contrastive_loss, build_discriminator, build_generator, build_head, build_src_loss
-from psr.config import DiscriminatorConfig, GeneratorConfig, HeadConfig, LossConfig
+from psr.builders import build_cut_trainer
+from psr.config import CurriculumConfig, DiscriminatorConfig, GeneratorConfig, HeadConfig, LossConfig, ModelConfig, TrainConfig
 from psr.losses.contrastive import HardDCELoss
+from psr.losses.patch_semantic import combine_layers
 from psr.losses.semantic_relation import SemanticRelationLoss
-from psr.models.layers import PatchSampler
-from psr.trainers.cut import CUTTrainer, combine_layers
+from psr.methods import TrainerInputs
+from psr.trainers.cut import CUTTrainer
 
 LAYERS = (0, 4, 8, 12)
 SIZE = 16
+GAMMA = 7.0
 
 
 def make_trainer(loss_cfg: LossConfig, g_lr=0.0, d_lr=0.05, batch_trace_counter=None, jit=False):
-    generator = build_generator(GeneratorConfig(filters=4, num_blocks=1))
-    head_cfg = HeadConfig(units=8, num_patches=100_000, layers=LAYERS)  # ≥ H·W: every location, any order
-    weight_temperature = keras.Variable(7.0, trainable=False, name="weight_temperature")
-
-    class Counting(CUTTrainer):
-        def train_step(self, data):
-            if batch_trace_counter is not None:
-                batch_trace_counter.append(1)  # Python body runs only while tracing
-            return super().train_step(data)
-
-    trainer = Counting(
-        generator=generator,
-        discriminator=build_discriminator(DiscriminatorConfig(filters=4, num_layers=2)),
-        head=build_head(head_cfg, generator),
-        sampler=PatchSampler(num_patches=head_cfg.num_patches, seed=3),
-        contrastive_loss=build_contrastive_loss(loss_cfg, weight_temperature),
-        src_loss=build_src_loss(loss_cfg),
-        weight_temperature=weight_temperature,
-        nce_layers=LAYERS,
-        gan_mode=loss_cfg.gan_mode,
-        lambda_gan=loss_cfg.lambda_gan,
-        lambda_contrastive=loss_cfg.lambda_contrastive,
-        lambda_src=loss_cfg.lambda_src,
-        identity_branch=loss_cfg.identity_branch,
-        src_on_identity=loss_cfg.src_on_identity,
-        layer_reduction=loss_cfg.layer_reduction,
-        branch_reduction=loss_cfg.branch_reduction,
+    """The trainer as the CUT method builds it, with SGD optimisers and a fixed Γ = 7."""
+    model = ModelConfig(
+        generator=GeneratorConfig(filters=4, num_blocks=1),
+        discriminator=DiscriminatorConfig(filters=4, num_layers=2),
+        head=HeadConfig(units=8, num_patches=100_000, layers=LAYERS),  # ≥ H·W: every location, any order
     )
-    trainer.compile(keras.optimizers.SGD(g_lr), keras.optimizers.SGD(d_lr), keras.optimizers.SGD(g_lr), jit_compile=jit)
-    trainer.build_all(image_size=SIZE)
+    loss_cfg = dataclasses.replace(loss_cfg, curriculum=CurriculumConfig(mode="fixed", start=GAMMA))
+    optimizers = (keras.optimizers.SGD(g_lr), keras.optimizers.SGD(d_lr), keras.optimizers.SGD(g_lr))
+    trainer = build_cut_trainer(model, loss_cfg, TrainConfig(jit_compile=jit),
+                                TrainerInputs(image_size=SIZE, steps_per_epoch=2, seed=3), optimizers=optimizers)
+    if batch_trace_counter is not None:
+        step = trainer.train_step
+
+        def counting(data):
+            batch_trace_counter.append(1)  # Python body runs only while tracing
+            return step(data)
+
+        trainer.train_step = counting
     return trainer
 
 
@@ -64,7 +56,7 @@ def expected_terms(trainer, x, y, cfg: LossConfig, d_before):
     keys = [k.numpy() for k in h(real_feats, ids)]
     queries = [q.numpy() for q in h(g.encode(fake, LAYERS), ids)]
     b = len(x)
-    hdce = HardDCELoss(temperature=cfg.temperature, weight_temperature=7.0, reported_value=cfg.reported_value)
+    hdce = HardDCELoss(temperature=cfg.temperature, weight_temperature=GAMMA, reported_value=cfg.reported_value)
     src = SemanticRelationLoss(divergence=cfg.src_divergence)
     reduce = (lambda v: sum(v) / len(v)) if cfg.layer_reduction == "mean" else sum
 
@@ -163,9 +155,52 @@ def test_fit_with_batch_two_under_xla_traces_once_while_gamma_changes():
 
 
 def test_invalid_arguments():
-    cfg = LossConfig()
     with pytest.raises(ValueError, match="gan_mode"):
-        CUTTrainer(None, None, None, None, None, None, gan_mode="wgan")
-    with pytest.raises(ValueError, match="layer_reduction"):
-        CUTTrainer(None, None, None, None, None, None, layer_reduction="max")
-    assert cfg.gan_mode == "lsgan"
+        CUTTrainer(None, None, _Objective(), gan_mode="wgan")
+    with pytest.raises(ValueError, match="branch_reduction"):
+        CUTTrainer(None, None, _Objective(), branch_reduction="max")
+    with pytest.raises(ValueError, match="nce_layers"):
+        CUTTrainer(None, None, _Objective(), nce_layers=())
+
+
+class _Objective:
+    head = sampler = None
+    has_src = True
+
+
+def test_sincut_terms_identity_l1_r1_and_minibatch_negatives():
+    """λ_idt·mean|G(y) − y|, ½·λ_R1·mean R1 on real y and the minibatch-wide contrastive set, recomputed."""
+    from psr.losses.regularizers import r1_penalty
+
+    cfg = LossConfig(gan_mode="nonsaturating", lambda_identity=0.7, lambda_r1=0.6, negatives_from_minibatch=True,
+                     lambda_src=0.2)
+    trainer = make_trainer(cfg)
+    x, y = images(2, 6), images(2, 7)
+    d_before = keras.models.clone_model(trainer.discriminator)
+    d_before.set_weights(trainer.discriminator.get_weights())
+    g, h = trainer.generator, trainer.head
+
+    logs = {k: float(v) for k, v in trainer.train_step((tf.constant(x), tf.constant(y))).items()}
+
+    fake = g(np.concatenate([x, y])).numpy()
+    assert logs["g_idt"] == pytest.approx(0.7 * np.mean(np.abs(fake[2:] - y)), rel=1e-5)
+    r1, _ = r1_penalty(d_before, tf.constant(y))
+    assert logs["d_r1"] == pytest.approx(0.5 * 0.6 * float(np.mean(r1)), rel=1e-4)
+    softplus = lambda v: np.log1p(np.exp(v.astype(np.float64)))  # noqa: E731
+    d_real = np.mean(softplus(-d_before(y).numpy()))
+    d_fake = np.mean(softplus(d_before(fake[:2]).numpy()))
+    assert logs["d_loss"] == pytest.approx(0.5 * (d_real + d_fake) + logs["d_r1"], rel=2e-5)
+
+    real_feats = g.encode(np.concatenate([x, y]), LAYERS)
+    ids = [tf.range(f.shape[1] * f.shape[2]) for f in real_feats]
+    keys = [k.numpy() for k in h(real_feats, ids)]
+    queries = [q.numpy() for q in h(g.encode(fake, LAYERS), ids)]
+    hdce = HardDCELoss(temperature=cfg.temperature, weight_temperature=GAMMA)
+
+    def minibatch(a):
+        return a.reshape(1, -1, a.shape[-1])
+
+    nce_xy = np.mean([0.1 * float(hdce(minibatch(k[:2]), minibatch(q[:2]))) for k, q in zip(keys, queries)])
+    per_image = np.mean([0.1 * float(hdce(k[:2], q[:2])) for k, q in zip(keys, queries)])
+    assert logs["g_nce"] == pytest.approx(nce_xy, rel=2e-4)
+    assert abs(nce_xy - per_image) > 1e-4 * abs(nce_xy)

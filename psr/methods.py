@@ -1,0 +1,143 @@
+"""Methods: what `method:` in an experiment file selects.
+
+A `Method` names the typed config classes of its `model` and `loss` sections,
+the defaults it lays under the user's YAML, and the builder that turns those
+sections into a trainer (`psr.trainers.base.Trainer`). The experiment runner
+only talks to this interface, so a new application registers a `Method` in
+`psr.registry.METHODS` and needs no change to `psr/experiment.py`.
+
+This module is light (no TensorFlow): `--dry-run` resolves a method without
+building anything.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from typing import Any, Callable, Mapping, Optional, Union
+
+from psr.registry import METHODS
+
+
+@dataclass(frozen=True)
+class TrainerInputs:
+    """What a trainer builder needs besides its own typed sections; derived from the data, not the YAML."""
+
+    image_size: int  # training crop side
+    steps_per_epoch: int
+    seed: Optional[int] = None
+    channels: int = 3
+
+
+@dataclass(frozen=True)
+class Method:
+    """One application of the losses.
+
+    Attributes:
+        name: the `method:` value.
+        model_config, loss_config: dataclasses of the `model` and `loss` sections.
+        build_trainer: `(model_cfg, loss_cfg, train_cfg, inputs: TrainerInputs) -> Trainer`, or a
+            "module:attribute" string naming it (imported on first use).
+        build_inference_network: `(model_cfg, image_size) -> keras.Model`, the network that the trainer's
+            `inference_network()` returns, built alone (export, translate and evaluation of a run directory
+            load its weights from a checkpoint); callable or "module:attribute".
+        defaults: raw YAML values laid under the user's file (the user's keys win).
+        data_kinds: `data.kind` values this method trains on.
+        description: one line for `--dry-run` and errors.
+    """
+
+    name: str
+    model_config: type
+    loss_config: type
+    build_trainer: Union[str, Callable[..., Any]]
+    build_inference_network: Union[str, Callable[..., Any]]
+    defaults: Mapping[str, Any] = field(default_factory=dict)
+    data_kinds: tuple = ("unaligned",)
+    description: str = ""
+    check: Optional[Callable[[Any], None]] = None  # cross-field checks of the method's sections
+
+    def trainer_builder(self) -> Callable[..., Any]:
+        return _resolve(self.build_trainer)
+
+    def inference_network_builder(self) -> Callable[..., Any]:
+        return _resolve(self.build_inference_network)
+
+
+def _resolve(target: Union[str, Callable[..., Any]]) -> Callable[..., Any]:
+    if isinstance(target, str):
+        import importlib
+
+        module, _, attribute = target.partition(":")
+        return getattr(importlib.import_module(module), attribute)
+    return target
+
+
+def _merge(defaults: Mapping, raw: Mapping) -> dict:
+    """`raw` laid over `defaults`, section by section."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def with_defaults(method: Method, raw: Mapping) -> dict:
+    return _merge(method.defaults, raw)
+
+
+def infer_method(raw: Mapping) -> str:
+    """The method of a file written before `method:` existed: single-image data means SinCUT."""
+    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
+    return "sincut" if data.get("kind") == "single_image" else "cut"
+
+
+def get_method(name: str) -> Method:
+    from psr.errors import ConfigError
+
+    if name not in METHODS:
+        raise ConfigError(f"method: {METHODS.unknown_message(name)}")
+    return METHODS.get(name)
+
+
+def _cut_and_sincut() -> tuple[Method, Method]:
+    from psr.config import LossConfig, ModelConfig, check_single_modal
+
+    cut = Method(
+        name="cut",
+        model_config=ModelConfig,
+        loss_config=LossConfig,
+        build_trainer="psr.builders:build_cut_trainer",
+        build_inference_network="psr.builders:build_cut_generator",
+        check=check_single_modal,
+        data_kinds=("unaligned",),
+        description="single-modal unpaired translation (CUT + hDCE/SRC; spec single_modal.md §1–§6)",
+    )
+    # SinCUT is the CUT trainer with StyleGAN2-style networks on one image pair (spec §4.6–4.7); its
+    # defaults are the official single-image options, so `method: sincut` alone gives them.
+    sincut = dataclasses.replace(
+        cut,
+        name="sincut",
+        data_kinds=("single_image",),
+        defaults={
+            "data": {"kind": "single_image", "load_size": 1024, "crop_size": 64},
+            "model": {
+                "generator": {"architecture": "stylegan2", "filters": 10, "num_blocks": 6},
+                "discriminator": {"architecture": "stylegan2", "filters": 8},
+                "head": {"num_patches": 1, "layers": [0, 2, 4]},
+            },
+            "loss": {
+                "gan_mode": "nonsaturating", "contrastive": "dce", "lambda_contrastive": 4.0, "lambda_src": 10.0,
+                "lambda_identity": 1.0, "lambda_r1": 1.0, "negatives_from_minibatch": True,
+                "curriculum": {"start": 200.0, "end": 40.0},
+            },
+            "train": {"epochs": 8, "decay_epochs": 8, "batch_size": 16, "learning_rate": 0.002,
+                      "beta_1": 0.0, "beta_2": 0.99},
+        },
+        description="high-resolution single-image translation (SinCUT + hDCE/SRC; spec single_modal.md §4.6–4.7)",
+    )
+    return cut, sincut
+
+
+CUT_METHOD, SINCUT_METHOD = _cut_and_sincut()

@@ -1,0 +1,117 @@
+"""Name → implementation tables, and every valid-choice list of the configuration.
+
+This module is the one owner of the names a user may write in a YAML file for a
+choice (a method, an architecture, a loss variant, a data kind). Config
+validation, builders and trainers all read these tables, so a name is added in
+one place. It imports nothing heavy: entries are "module:attribute" strings
+resolved on first use, so validating a config never loads TensorFlow.
+
+A new method or architecture is registered from outside (a plug-in, a test)
+with `Registry.register`, without touching the builders or the experiment.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+from typing import Any, Callable, Iterator, Union
+
+Target = Union[str, Callable[..., Any], type]
+
+
+class Registry:
+    """An ordered table of names → callables (or lazily imported "module:attribute" strings).
+
+    Args:
+        kind: what the names are, for error messages ("method", "generator architecture").
+        entries: initial `{name: target}` pairs.
+    """
+
+    def __init__(self, kind: str, entries: dict[str, Target] | None = None):
+        self.kind = kind
+        self._entries: dict[str, Target] = dict(entries or {})
+
+    def register(self, name: str, target: Target, *, replace: bool = False) -> Target:
+        if not replace and name in self._entries:
+            raise ValueError(f"A {self.kind} named {name!r} is already registered.")
+        self._entries[name] = target
+        return target
+
+    def unregister(self, name: str) -> None:
+        self._entries.pop(name, None)
+
+    def names(self) -> tuple[str, ...]:
+        return tuple(self._entries)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._entries
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._entries)
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def unknown_message(self, name: object) -> str:
+        close = difflib.get_close_matches(str(name), self.names(), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        return f"{name!r} is not a known {self.kind} ({', '.join(self.names())}).{hint}"
+
+    def get(self, name: str) -> Any:
+        """The registered object, importing it on first use."""
+        if name not in self._entries:
+            raise KeyError(self.unknown_message(name))
+        target = self._entries[name]
+        if isinstance(target, str):
+            module, _, attribute = target.partition(":")
+            target = getattr(importlib.import_module(module), attribute)
+            self._entries[name] = target
+        return target
+
+
+# === Simple choice lists (the owners of the behaviour import them from here) ===
+
+GAN_MODES = ("lsgan", "nonsaturating")
+REDUCTIONS = ("mean", "sum")  # over layers and over the X→Y / Y→Y branches
+SRC_DIVERGENCES = ("jsd", "kl", "l1", "l2")
+REPORTED_VALUES = ("infonce", "dce")
+GAMMA_MODES = ("linear", "fixed")
+SCHEDULE_UNITS = ("epoch", "step")  # what a schedule's time axis counts
+PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width_and_crop", "none")
+DIRECTIONS = ("AtoB", "BtoA")
+SYNTHETIC_KINDS = ("shapes", "rocket_pair")
+DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
+
+
+# === Tables of implementations ===
+
+#: Experiment methods: name → `psr.methods.Method` (its config sections and builder).
+METHODS = Registry("method", {
+    "cut": "psr.methods:CUT_METHOD",
+    "sincut": "psr.methods:SINCUT_METHOD",
+})
+
+#: Generator architectures: name → builder `(GeneratorConfig, channels, crop_size) -> keras.Model`.
+GENERATORS = Registry("generator architecture", {
+    "resnet": "psr.builders:resnet_generator",
+    "stylegan2": "psr.builders:stylegan2_generator",
+})
+
+#: Discriminator architectures: name → builder `(DiscriminatorConfig, channels, crop_size) -> keras.Model`.
+DISCRIMINATORS = Registry("discriminator architecture", {
+    "patchgan": "psr.builders:patchgan_discriminator",
+    "stylegan2": "psr.builders:stylegan2_discriminator",
+})
+
+#: Patch contrastive losses: name → builder `(LossConfig, weight_temperature) -> keras.losses.Loss`.
+CONTRASTIVE_LOSSES = Registry("contrastive loss", {
+    "hdce": "psr.builders:hard_dce_loss",
+    "dce": "psr.builders:dce_loss",
+    "patchnce": "psr.builders:patchnce_loss",
+})
+
+#: Training data kinds: name → builder `(DataConfig, batch_size, seed) -> dataset object`.
+DATA_KINDS = Registry("data kind", {
+    "unaligned": "psr.data.builders:unaligned_training_data",
+    "single_image": "psr.data.builders:single_image_training_data",
+})
