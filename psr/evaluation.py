@@ -86,16 +86,25 @@ def evaluate_model(
     cache_dir: Optional[Union[str, Path]] = None,
     extractor=None,
     progress: bool = True,
+    paired_options: Optional[dict] = None,
 ) -> dict:
     """`main.py eval`: translate the test split with a run directory or export, score it, record it.
 
     Results go to `<run>/eval.json` (latest) and `<run>/eval.jsonl` (history) and to TensorBoard
     (`<run>/tensorboard/eval`) when `model` is a run directory.
+
+    `paired_options` (lpips / fcn / miou, see `psr.metrics.paired`): the `eval.*` keys
+    `lpips_alexnet_weights`, `lpips_weights`, `lpips_against`, `segmentation_network`,
+    `segmentation_weights`, `segmentation_labels`, `label_format`; a value given here (not
+    None) replaces the run's. Metric names and paired-metric requirements are checked before
+    any image is translated.
     """
     from psr.export import is_saved_model
     from psr.inference import load_translator
+    from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
 
+    distribution_metrics, paired_metrics = split_metric_names(metrics)
     model = Path(model)
     run_cfg = None
     if not is_saved_model(model):
@@ -108,15 +117,28 @@ def evaluate_model(
         data_root = run_cfg.data.root
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
     source, reference = test_folders(data_root, direction)
+    options = _paired_options(run_cfg, paired_options)
+    labels_dir = options.pop("segmentation_labels")
+    if paired_metrics:
+        from psr.metrics.paired import check_paired_requirements
+
+        check_paired_requirements(paired_metrics, labels_dir is not None, **options)
     translator = load_translator(model, checkpoint=checkpoint)
     work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
     generated = translate_split(translator, source, work / "translations", image_size, max_images)
-    extractor = extractor or make_extractor(inception_weights)
-    cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
-    scores = evaluate_folders(
-        generated, reference, metrics, extractor=extractor, cache_dir=str(cache),
-        kid_subset_size=kid_subset_size, progress=progress,
-    )
+    scores = {}
+    if distribution_metrics:
+        extractor = extractor or make_extractor(inception_weights)
+        cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
+        scores.update(evaluate_folders(
+            generated, reference, distribution_metrics, extractor=extractor, cache_dir=str(cache),
+            kid_subset_size=kid_subset_size, progress=progress,
+        ))
+    if paired_metrics:
+        from psr.metrics.paired import PairedInputs, compute_paired_metrics
+
+        inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir and str(labels_dir))
+        scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
         "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
@@ -130,6 +152,25 @@ def evaluate_model(
         _append_jsonl(model / "eval.jsonl", record)
         _write_scalars(model / "tensorboard" / "eval", record["epoch"], scores)
     return record
+
+
+_PAIRED_KEYS = (
+    "lpips_alexnet_weights", "lpips_weights", "lpips_against", "segmentation_network",
+    "segmentation_weights", "segmentation_labels", "label_format",
+)
+
+
+def _paired_options(run_cfg: Optional[ExperimentConfig], given: Optional[dict]) -> dict:
+    """Paired-metric options: the run's `eval.*` values (or the defaults), replaced by given non-None ones."""
+    from psr.config import EvalConfig
+
+    base = run_cfg.eval if run_cfg is not None else EvalConfig()
+    options = {key: getattr(base, key) for key in _PAIRED_KEYS}
+    unknown = sorted(set(given or {}) - set(_PAIRED_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown paired-metric option(s). Received: {unknown}")
+    options.update({key: value for key, value in (given or {}).items() if value is not None})
+    return options
 
 
 class PeriodicEvaluation(keras.callbacks.Callback):
