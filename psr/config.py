@@ -201,7 +201,7 @@ class ExportConfig:
 class EvalConfig:
     every_epochs: int = field(default=0, metadata={"min": 0})  # 0 = no evaluation during training
     metrics: tuple = ("fid",)
-    best_metric: str = "fid"  # lower is better
+    best_metric: str = "fid"  # lower is better (higher for fcn, miou)
     inception_weights: Optional[str] = None  # None = Keras' ImageNet download
     kid_subset_size: int = field(default=1000, metadata={"min": 2})
     max_images: Optional[int] = field(default=None, metadata={"min": 1})

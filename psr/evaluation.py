@@ -176,7 +176,8 @@ def _paired_options(run_cfg: Optional[ExperimentConfig], given: Optional[dict]) 
 class PeriodicEvaluation(keras.callbacks.Callback):
     """Every `eval.every_epochs`: translate the test split, compute the metrics, keep the best.
 
-    The best generator (by `eval.best_metric`, lower is better) is saved to
+    The best generator (by `eval.best_metric`: lower is better, except for the
+    segmentation scores, see `psr.metrics.paired.higher_is_better`) is saved to
     `checkpoints/best/` and exported to `export_best/`. Metric values are added
     to the epoch logs as `eval_<name>` (so the TensorBoard logger writes them).
     """
@@ -191,6 +192,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
     def evaluate(self, epoch: int) -> dict:
         from psr.export import translate_any_size
+        from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
         from psr.metrics.registry import evaluate_folders
 
         generator = self.model.generator
@@ -205,24 +207,47 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             lambda x: run(tf.constant(x)).numpy(), source, self.run_dir / "eval" / "during_training",
             image_size=self.cfg.data.crop_size, max_images=self.cfg.eval.max_images,
         )
-        if self.extractor is None:
-            self.extractor = make_extractor(self.cfg.eval.inception_weights)
-        scores = evaluate_folders(
-            generated, reference, self.cfg.eval.metrics, extractor=self.extractor,
-            cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
-            kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
-        )
+        distribution_metrics, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        scores = {}
+        if distribution_metrics:
+            if self.extractor is None:
+                self.extractor = make_extractor(self.cfg.eval.inception_weights)
+            scores.update(evaluate_folders(
+                generated, reference, distribution_metrics, extractor=self.extractor,
+                cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
+                kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
+            ))
+        if paired_metrics:
+            options = _paired_options(self.cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
+            scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
         _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **scores})
         return scores
 
+    def on_train_begin(self, logs=None):
+        # Missing weights or labels of a paired metric fail now, not after the first epochs.
+        from psr.metrics.paired import check_paired_requirements, split_metric_names
+
+        _, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        if paired_metrics:
+            options = _paired_options(self.cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            check_paired_requirements(paired_metrics, labels_dir is not None, **options)
+
     def on_epoch_end(self, epoch, logs=None):
+        from psr.metrics.paired import higher_is_better, result_key
+
         if (epoch + 1) % self.cfg.eval.every_epochs:
             return
         scores = self.evaluate(epoch + 1)
-        value = float(scores[self.cfg.eval.best_metric])
+        value = float(scores[result_key(self.cfg.eval.best_metric)])
         if logs is not None:
             logs.update({f"eval_{k}": float(v) for k, v in scores.items()})
-        if self.best is None or value < self.best:
+        improved = self.best is None or (
+            value > self.best if higher_is_better(self.cfg.eval.best_metric) else value < self.best
+        )
+        if improved:
             from psr.export import export_generator
 
             self.best = value

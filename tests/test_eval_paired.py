@@ -120,3 +120,21 @@ def test_fcn_without_labels_fails_before_translating(setup, capsys):
     code, _, err = run_cli(["eval", str(export), "--data", str(root / "data"), "--metrics", "lpips",
                             "--checkpoint", "best"], capsys)
     assert code == 2 and "alexnet-owt-7be5be79.pth (not given)" in err and not out_dir.exists()
+
+
+def test_periodic_evaluation_checks_paired_requirements_at_train_begin(tmp_path):
+    import dataclasses
+
+    from psr.config import EvalConfig, ExperimentConfig
+    from psr.errors import ConfigError
+    from psr.evaluation import PeriodicEvaluation
+    from psr.metrics.paired import higher_is_better, result_key
+
+    cfg = ExperimentConfig(eval=dataclasses.replace(EvalConfig(), every_epochs=1, metrics=("fid", "miou"),
+                                                    best_metric="miou"))
+    callback = PeriodicEvaluation(cfg, tmp_path)
+    with pytest.raises(ConfigError, match="fcn/miou need Cityscapes ground-truth labels"):
+        callback.on_train_begin()
+    assert higher_is_better("miou") and higher_is_better("fcn") and not higher_is_better("fid")
+    assert not higher_is_better("lpips")
+    assert result_key("fcn") == "fcn_miou" and result_key("kid") == "kid"

@@ -86,6 +86,21 @@ def split_metric_names(names: str | Iterable[str]) -> tuple[list[str], list[str]
     return [n for n in names if n in distribution], [n for n in names if n in paired]
 
 
+# Metric name -> the result key that stands for it (e.g. to pick the best checkpoint).
+_RESULT_KEYS = {"fcn": "fcn_miou"}
+_HIGHER_IS_BETTER = {"fcn", "fcn_miou", "fcn_pixel_acc", "fcn_class_acc", "miou"}
+
+
+def result_key(name: str) -> str:
+    """The result key a metric name stands for (`fcn` -> `fcn_miou`; others: the name itself)."""
+    return _RESULT_KEYS.get(name, name)
+
+
+def higher_is_better(name: str) -> bool:
+    """True for the segmentation scores; FID, KID and paired LPIPS are distances (lower is better)."""
+    return name in _HIGHER_IS_BETTER
+
+
 # === Pairing ===
 
 

@@ -133,3 +133,27 @@ def test_missing_and_wrong_weight_files_raise_one_line_errors(weights, tmp_path)
 def test_config_roundtrip():
     model = LPIPS(eps=1e-8)
     assert LPIPS.from_config(model.get_config()).eps == 1e-8
+
+
+def test_paired_metric_pairs_cityscapes_twins_and_resizes_references(weights, tmp_path):
+    from PIL import Image
+
+    from psr.metrics.paired import PairedInputs, compute_paired_metrics
+
+    *_, model, _ = weights
+    rng = np.random.default_rng(7)
+    generated, targets = tmp_path / "fake", tmp_path / "testA"
+    generated.mkdir(), targets.mkdir()
+    fakes, refs = [], []
+    for i in range(2):
+        fake = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+        target = rng.integers(0, 256, (48, 48, 3), dtype=np.uint8)
+        Image.fromarray(fake).save(generated / f"{i}_B.png")
+        Image.fromarray(target).save(targets / f"{i}_A.png")
+        fakes.append(fake)
+        refs.append(np.asarray(Image.fromarray(target).resize((32, 32), Image.BICUBIC)))
+    expected = np.mean(lpips_distances(model, np.stack(fakes) / 127.5 - 1, np.stack(refs) / 127.5 - 1))
+    result = compute_paired_metrics(
+        ["lpips"], PairedInputs(str(generated), target_dir=str(targets)), lpips_against="target", lpips_model=model
+    )
+    assert result["lpips"] == pytest.approx(expected, abs=1e-7)
