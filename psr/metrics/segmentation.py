@@ -9,7 +9,8 @@ Two protocols, as the papers evaluate (spec single_modal §6, compression §6):
 - `drn_d_105` (compression, gan-compression `metric/mIoU_score.py`): the photo
   at its own size (256×256) through DRN-D-105; the log-probabilities are
   resized bilinearly to the ground-truth size (the original 2048×1024 labels),
-  then arg-max.
+  then arg-max. (The official code resizes with PIL's bilinear filter; psr uses
+  `tf.image.resize(bilinear)`, the same half-pixel triangle filter when enlarging.)
 
 Labels: 19 trainIds, 255 = ignore. Ground truth may be given as Cityscapes
 labelIds (`*_gtFine_labelIds.png`, mapped with the official labelId → trainId
