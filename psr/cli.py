@@ -90,6 +90,12 @@ def cmd_eval(args: argparse.Namespace) -> int:
         max_images=args.max_images,
         image_size=args.image_size,
         cache_dir=args.cache_dir,
+        paired_options={
+            "lpips_alexnet_weights": args.lpips_alexnet_weights, "lpips_weights": args.lpips_weights,
+            "lpips_against": args.lpips_against, "segmentation_network": args.segmentation_network,
+            "segmentation_weights": args.segmentation_weights, "segmentation_labels": args.segmentation_labels,
+            "label_format": args.label_format,
+        },
     )
     print(json.dumps(results, indent=2))
     return 0
@@ -134,10 +140,10 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("--quiet", action="store_true")
     translate.set_defaults(func=cmd_translate)
 
-    ev = sub.add_parser("eval", help="FID/KID of a model's translations of the test split")
+    ev = sub.add_parser("eval", help="FID/KID/LPIPS/FCN scores of a model's translations of the test split")
     ev.add_argument("model", help="run directory or exported SavedModel folder")
     ev.add_argument("--data", help="dataset root with testA/testB (default: the run's data.root)")
-    ev.add_argument("--metrics", default="fid", help="comma-separated: fid,kid")
+    ev.add_argument("--metrics", default="fid", help="comma-separated: fid,kid,lpips,fcn,miou")
     ev.add_argument("--direction", choices=("AtoB", "BtoA"), help="default: the run's data.direction")
     ev.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
     ev.add_argument("--inception-weights", help="local InceptionV3 no-top .h5 file (offline machines)")
@@ -145,6 +151,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--max-images", type=int, help="translate at most this many test images")
     ev.add_argument("--image-size", type=int, default=256, help="test images are resized to this (spec §6)")
     ev.add_argument("--cache-dir", help="where reference statistics are cached (default: DATA/.psr_cache)")
+    # Paired metrics (lpips, fcn, miou); unset flags take the run's eval.* values.
+    ev.add_argument("--lpips-alexnet-weights", help="torchvision alexnet-owt-7be5be79.pth (for lpips)")
+    ev.add_argument("--lpips-weights", help="LPIPS lpips/weights/v0.1/alex.pth (for lpips)")
+    ev.add_argument("--lpips-against", choices=("input", "target"), help="lpips partner (default: input)")
+    ev.add_argument("--segmentation-network", choices=("drn_d_22", "drn_d_105"),
+                    help="fcn/miou protocol: drn_d_22 (single-modal, default) or drn_d_105 (compression)")
+    ev.add_argument("--segmentation-weights", help="drn_d_22_cityscapes.pth or drn-d-105_ms_cityscapes.pth")
+    ev.add_argument("--segmentation-labels", help="GT label maps named like the source images (fcn/miou)")
+    ev.add_argument("--label-format", choices=("color", "label_ids", "train_ids"),
+                    help="GT label maps: colour maps (default), Cityscapes labelIds or trainIds")
     ev.set_defaults(func=cmd_eval)
 
     imp = sub.add_parser("import-torch", help="convert an official PyTorch generator (latest_net_G.pth)")

@@ -213,10 +213,18 @@ class ExportConfig:
 class EvalConfig:
     every_epochs: int = field(default=0, metadata={"min": 0})  # 0 = no evaluation during training
     metrics: tuple = ("fid",)
-    best_metric: str = "fid"  # lower is better
+    best_metric: str = "fid"  # lower is better (higher for fcn, miou)
     inception_weights: Optional[str] = None  # None = Keras' ImageNet download
     kid_subset_size: int = field(default=1000, metadata={"min": 2})
     max_images: Optional[int] = field(default=None, metadata={"min": 1})
+    # Paired metrics (psr/metrics/paired.py): lpips, fcn, miou.
+    lpips_alexnet_weights: Optional[str] = None  # torchvision alexnet-owt-7be5be79.pth
+    lpips_weights: Optional[str] = None  # LPIPS lpips/weights/v0.1/alex.pth
+    lpips_against: str = field(default="input", metadata=_choices("input", "target"))
+    segmentation_network: str = field(default="drn_d_22", metadata=_choices("drn_d_22", "drn_d_105"))
+    segmentation_weights: Optional[str] = None  # drn_d_22_cityscapes.pth / drn-d-105_ms_cityscapes.pth
+    segmentation_labels: Optional[str] = None  # GT label maps named like the source test images
+    label_format: str = field(default="color", metadata=_choices("color", "label_ids", "train_ids"))
 
 
 @dataclass(frozen=True)

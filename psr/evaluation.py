@@ -87,16 +87,25 @@ def evaluate_model(
     cache_dir: Optional[Union[str, Path]] = None,
     extractor=None,
     progress: bool = True,
+    paired_options: Optional[dict] = None,
 ) -> dict:
     """`main.py eval`: translate the test split with a run directory or export, score it, record it.
 
     Results go to `<run>/eval.json` (latest) and `<run>/eval.jsonl` (history) and to TensorBoard
     (`<run>/tensorboard/eval`) when `model` is a run directory.
+
+    `paired_options` (lpips / fcn / miou, see `psr.metrics.paired`): the `eval.*` keys
+    `lpips_alexnet_weights`, `lpips_weights`, `lpips_against`, `segmentation_network`,
+    `segmentation_weights`, `segmentation_labels`, `label_format`; a value given here (not
+    None) replaces the run's. Metric names and paired-metric requirements are checked before
+    any image is translated.
     """
     from psr.export import is_saved_model
     from psr.inference import load_translator
+    from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
 
+    distribution_metrics, paired_metrics = split_metric_names(metrics)
     model = Path(model)
     run_cfg = None
     if not is_saved_model(model):
@@ -109,15 +118,28 @@ def evaluate_model(
         data_root = run_cfg.data.root
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
     source, reference = test_folders(data_root, direction)
+    options = _paired_options(run_cfg, paired_options)
+    labels_dir = options.pop("segmentation_labels")
+    if paired_metrics:
+        from psr.metrics.paired import check_paired_requirements
+
+        check_paired_requirements(paired_metrics, labels_dir is not None, **options)
     translator = load_translator(model, checkpoint=checkpoint)
     work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
     generated = translate_split(translator, source, work / "translations", image_size, max_images)
-    extractor = extractor or make_extractor(inception_weights)
-    cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
-    scores = evaluate_folders(
-        generated, reference, metrics, extractor=extractor, cache_dir=str(cache),
-        kid_subset_size=kid_subset_size, progress=progress,
-    )
+    scores = {}
+    if distribution_metrics:
+        extractor = extractor or make_extractor(inception_weights)
+        cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
+        scores.update(evaluate_folders(
+            generated, reference, distribution_metrics, extractor=extractor, cache_dir=str(cache),
+            kid_subset_size=kid_subset_size, progress=progress,
+        ))
+    if paired_metrics:
+        from psr.metrics.paired import PairedInputs, compute_paired_metrics
+
+        inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir and str(labels_dir))
+        scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
         "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
@@ -133,10 +155,30 @@ def evaluate_model(
     return record
 
 
+_PAIRED_KEYS = (
+    "lpips_alexnet_weights", "lpips_weights", "lpips_against", "segmentation_network",
+    "segmentation_weights", "segmentation_labels", "label_format",
+)
+
+
+def _paired_options(run_cfg: Optional[ExperimentConfig], given: Optional[dict]) -> dict:
+    """Paired-metric options: the run's `eval.*` values (or the defaults), replaced by given non-None ones."""
+    from psr.config import EvalConfig
+
+    base = run_cfg.eval if run_cfg is not None else EvalConfig()
+    options = {key: getattr(base, key) for key in _PAIRED_KEYS}
+    unknown = sorted(set(given or {}) - set(_PAIRED_KEYS))
+    if unknown:
+        raise ValueError(f"Unknown paired-metric option(s). Received: {unknown}")
+    options.update({key: value for key, value in (given or {}).items() if value is not None})
+    return options
+
+
 class PeriodicEvaluation(keras.callbacks.Callback):
     """Every `eval.every_epochs`: translate the test split, compute the metrics, keep the best.
 
-    The best generator (by `eval.best_metric`, lower is better) is saved to
+    The best generator (by `eval.best_metric`: lower is better, except for the
+    segmentation scores, see `psr.metrics.paired.higher_is_better`) is saved to
     `checkpoints/best/` and exported to `export_best/`. Metric values are added
     to the epoch logs as `eval_<name>` (so the TensorBoard logger writes them).
     """
@@ -151,6 +193,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
     def evaluate(self, epoch: int) -> dict:
         from psr.export import translate_any_size
+        from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
         from psr.metrics.registry import evaluate_folders
 
         generator = self.model.inference_network()
@@ -165,24 +208,47 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             lambda x: run(tf.constant(x)).numpy(), source, self.run_dir / "eval" / "during_training",
             image_size=self.cfg.data.crop_size, max_images=self.cfg.eval.max_images,
         )
-        if self.extractor is None:
-            self.extractor = make_extractor(self.cfg.eval.inception_weights)
-        scores = evaluate_folders(
-            generated, reference, self.cfg.eval.metrics, extractor=self.extractor,
-            cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
-            kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
-        )
+        distribution_metrics, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        scores = {}
+        if distribution_metrics:
+            if self.extractor is None:
+                self.extractor = make_extractor(self.cfg.eval.inception_weights)
+            scores.update(evaluate_folders(
+                generated, reference, distribution_metrics, extractor=self.extractor,
+                cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
+                kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
+            ))
+        if paired_metrics:
+            options = _paired_options(self.cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
+            scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
         _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **scores})
         return scores
 
+    def on_train_begin(self, logs=None):
+        # Missing weights or labels of a paired metric fail now, not after the first epochs.
+        from psr.metrics.paired import check_paired_requirements, split_metric_names
+
+        _, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        if paired_metrics:
+            options = _paired_options(self.cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            check_paired_requirements(paired_metrics, labels_dir is not None, **options)
+
     def on_epoch_end(self, epoch, logs=None):
+        from psr.metrics.paired import higher_is_better, result_key
+
         if (epoch + 1) % self.cfg.eval.every_epochs:
             return
         scores = self.evaluate(epoch + 1)
-        value = float(scores[self.cfg.eval.best_metric])
+        value = float(scores[result_key(self.cfg.eval.best_metric)])
         if logs is not None:
             logs.update({f"eval_{k}": float(v) for k, v in scores.items()})
-        if self.best is None or value < self.best:
+        improved = self.best is None or (
+            value > self.best if higher_is_better(self.cfg.eval.best_metric) else value < self.best
+        )
+        if improved:
             from psr.export import export_generator
 
             self.best = value
