@@ -92,6 +92,8 @@ class InceptionFeatures(FeatureExtractor):
             when the weights cannot be downloaded or loaded (on the first call).
     """
 
+    name = "keras-imagenet"  # the `eval.features` name; tags results
+
     def __init__(self, weights: str | None = "imagenet", batch_size: int = 50, image_size: int = 299):
         if batch_size < 1:
             raise ValueError(f"Argument `batch_size` must be >= 1. Received: batch_size={batch_size}")
