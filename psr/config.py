@@ -202,7 +202,12 @@ class EvalConfig:
     every_epochs: int = field(default=0, metadata={"min": 0})  # 0 = no evaluation during training
     metrics: tuple = ("fid",)
     best_metric: str = "fid"  # lower is better
-    inception_weights: Optional[str] = None  # None = Keras' ImageNet download
+    # FID/KID features: auto = the paper protocol (pytorch-fid for single-modal; needs its weights file)
+    features: str = field(
+        default="auto", metadata=_choices("auto", "pytorch-fid", "torchvision", "keras-imagenet")
+    )
+    feature_weights: Optional[str] = None  # weights file (or folder to search) of `features`
+    inception_weights: Optional[str] = None  # keras-imagenet weights file; None = Keras' ImageNet download
     kid_subset_size: int = field(default=1000, metadata={"min": 2})
     max_images: Optional[int] = field(default=None, metadata={"min": 1})
 

@@ -24,7 +24,12 @@ import tensorflow as tf
 
 from psr.errors import CheckpointError, ConfigError
 from psr.metrics.features import FeatureExtractor, InceptionFeatures, _file_sha256
-from psr.metrics.fid_inception import FEATURE_DIM, build_inception_v3, load_torch_inception_weights
+from psr.metrics.fid_inception import (
+    FEATURE_DIM,
+    build_inception_v3,
+    check_weights_variant,
+    load_torch_inception_weights,
+)
 
 FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")
 
@@ -105,10 +110,11 @@ class TorchInceptionFeatures(FeatureExtractor):
     def _build(self) -> None:
         from psr.torch_weights import read_torch_state_dict
 
+        state_dict = read_torch_state_dict(self.weights)
+        source = os.path.basename(self.weights)
+        check_weights_variant(state_dict, self.variant, source)  # before the slow build
         model = build_inception_v3(self.variant, image_size=299)
-        load_torch_inception_weights(
-            model, read_torch_state_dict(self.weights), self.variant, os.path.basename(self.weights)
-        )
+        load_torch_inception_weights(model, state_dict, self.variant, source)
         self._model = model
         self._forward = tf.function(
             lambda pixels: model(self._normalise(pixels), training=False),

@@ -240,6 +240,22 @@ def build_inception_v3(variant: str, image_size: int | None = 299) -> keras.Mode
 _IGNORED_PREFIXES = ("fc.", "AuxLogits.")  # classifier heads: not part of the features
 
 
+def check_weights_variant(state_dict: dict, variant: str, source: str) -> None:
+    """Refuses the other variant's file, told apart by the classifier size (same conv shapes).
+
+    Raises:
+        CheckpointError: when `fc.weight` has the other variant's number of classes.
+    """
+    fc = state_dict.get("fc.weight")
+    if fc is not None and fc.shape[0] != NUM_CLASSES[variant]:
+        other = [name for name, count in NUM_CLASSES.items() if count == fc.shape[0]]
+        hint = f" (it looks like the {other[0]} file)" if other else ""
+        raise CheckpointError(
+            f"{source} is not the {variant} Inception weights file{hint}: pass the file for "
+            f"--features {variant}, or choose --features {other[0] if other else 'matching the file'}."
+        )
+
+
 def load_torch_inception_weights(model: keras.Model, state_dict: dict, variant: str, source: str) -> None:
     """Loads a torch Inception-v3 state dict into `build_inception_v3(variant)`, folding batch norm.
 
@@ -256,14 +272,7 @@ def load_torch_inception_weights(model: keras.Model, state_dict: dict, variant: 
         CheckpointError: for missing, unexpected or mis-shaped tensors, or the
             other variant's weights file.
     """
-    fc = state_dict.get("fc.weight")
-    if fc is not None and fc.shape[0] != NUM_CLASSES[variant]:
-        other = [name for name, count in NUM_CLASSES.items() if count == fc.shape[0]]
-        hint = f" (it looks like the {other[0]} file)" if other else ""
-        raise CheckpointError(
-            f"{source} is not the {variant} Inception weights file{hint}: pass the file for "
-            f"--features {variant}, or choose --features {other[0] if other else 'matching the file'}."
-        )
+    check_weights_variant(state_dict, variant, source)
     used = set()
     for layer in model.layers:
         if not isinstance(layer, keras.layers.Conv2D):

@@ -20,7 +20,6 @@ import os
 
 import numpy as np
 import pytest
-import scipy.linalg
 
 torch = pytest.importorskip("torch")
 nn = torch.nn
@@ -258,18 +257,20 @@ def torch_features(model, tensor) -> np.ndarray:
         return model(tensor).numpy()
 
 
-def frechet_oracle(features1: np.ndarray, features2: np.ndarray, eps: float = 1e-6) -> float:
-    """pytorch-fid's calculate_frechet_distance on np.mean / np.cov statistics, in float64."""
-    mu1, mu2 = features1.mean(0), features2.mean(0)
-    sigma1 = np.cov(features1.astype(np.float64), rowvar=False)
-    sigma2 = np.cov(features2.astype(np.float64), rowvar=False)
-    covmean, _ = scipy.linalg.sqrtm(sigma1.dot(sigma2), disp=False)
-    if not np.isfinite(covmean).all():
-        offset = np.eye(sigma1.shape[0]) * eps
-        covmean = scipy.linalg.sqrtm((sigma1 + offset).dot(sigma2 + offset))
-    covmean = covmean.real
-    diff = mu1 - mu2
-    return float(diff.dot(diff) + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+def frechet_oracle(features1: np.ndarray, features2: np.ndarray) -> float:
+    """Fréchet distance of the sample Gaussians (np.mean, N − 1 covariance), exact for N < d.
+
+    With centred rows scaled by 1/sqrt(N − 1), A_i, sigma_i = A_iᵀA_i, and the non-zero
+    eigenvalues of sigma1·sigma2 are those of (A1A2ᵀ)(A1A2ᵀ)ᵀ, so
+    tr((sigma1·sigma2)^½) = sum of the singular values of A1A2ᵀ: no 2048² sqrtm (which
+    pytorch-fid and psr use) and none of its round-off on the singular product.
+    """
+    f1, f2 = features1.astype(np.float64), features2.astype(np.float64)
+    a1 = (f1 - f1.mean(0)) / np.sqrt(len(f1) - 1)
+    a2 = (f2 - f2.mean(0)) / np.sqrt(len(f2) - 1)
+    diff = f1.mean(0) - f2.mean(0)
+    trace_sqrt = np.linalg.svd(a1 @ a2.T, compute_uv=False).sum()
+    return float(diff @ diff + (a1 * a1).sum() + (a2 * a2).sum() - 2 * trace_sqrt)
 
 
 def random_images(count: int, size: int, seed: int) -> np.ndarray:
@@ -312,24 +313,34 @@ def torchvision_net(weights_dir):
     return model, str(path)
 
 
+@pytest.fixture(scope="module")
+def fid_extractor(fid_net):
+    return PytorchFidFeatures(fid_net[1], batch_size=2)
+
+
+@pytest.fixture(scope="module")
+def torchvision_extractor(torchvision_net):
+    return TorchvisionInceptionFeatures(torchvision_net[1], batch_size=2)
+
+
 # === Parity ===
 
 
 class TestPytorchFidFeatures:
-    def test_matches_torch_restatement_on_64_and_299_inputs(self, fid_net):
-        model, path = fid_net
-        extractor = PytorchFidFeatures(path, batch_size=2)
-        for size, seed in ((64, 0), (299, 1)):
-            images = random_images(2, size, seed)
+    def test_matches_torch_restatement_on_64_and_299_inputs(self, fid_net, fid_extractor):
+        model, _ = fid_net
+        for count, size, seed in ((2, 64, 0), (1, 299, 1)):
+            images = random_images(count, size, seed)
             expected = torch_features(model, pytorch_fid_input(images))
-            assert_features_close(extractor(images), expected)
+            assert_features_close(fid_extractor(images), expected)
 
-    def test_fid_of_two_folders_matches_numpy_oracle(self, fid_net, tmp_path):
+    @pytest.mark.slow  # psr's FID takes one 2048×2048 scipy sqrtm: 10-90 s on a shared 2-core CPU
+    def test_fid_of_two_folders_matches_numpy_oracle(self, fid_net, fid_extractor, tmp_path):
         from PIL import Image
 
-        model, path = fid_net
+        model, _ = fid_net
         folders = {}
-        for name, seed, count in (("generated", 3, 4), ("reference", 4, 5)):
+        for name, seed, count in (("generated", 3, 3), ("reference", 4, 4)):
             images = random_images(count, 64, seed)
             folder = tmp_path / name
             folder.mkdir()
@@ -338,52 +349,53 @@ class TestPytorchFidFeatures:
             folders[name] = (str(folder), images)
         scores = evaluate_folders(
             folders["generated"][0], folders["reference"][0], ["fid"],
-            extractor=PytorchFidFeatures(path), cache_dir=None, progress=False,
+            extractor=fid_extractor, cache_dir=None, progress=False,
         )
         expected = frechet_oracle(
             torch_features(model, pytorch_fid_input(folders["generated"][1])),
             torch_features(model, pytorch_fid_input(folders["reference"][1])),
         )
         assert expected > 1.0  # the two folders differ: the comparison is not 0 ≈ 0
+        # sqrtm's round-off on the rank-deficient product is ~1e-4 of tr(sigma) here (measured
+        # 2.5e-4 against this exact oracle at FID ≈ 850); the features' own error adds ~1e-6.
         assert scores["fid"] == pytest.approx(expected, abs=1e-3)
 
 
 class TestTorchvisionFeatures:
-    def test_matches_torch_restatement_on_64_256_and_299_inputs(self, torchvision_net):
-        model, path = torchvision_net
-        extractor = TorchvisionInceptionFeatures(path, batch_size=2)
+    def test_matches_torch_restatement_on_64_256_and_299_inputs(self, torchvision_net, torchvision_extractor):
+        model, _ = torchvision_net
         for size, seed in ((64, 5), (256, 6), (299, 7)):
-            images = random_images(2, size, seed)
+            images = random_images(1, size, seed)
             expected = torch_features(model, stargan_v2_input(images))
-            assert_features_close(extractor(images), expected)
+            assert_features_close(torchvision_extractor(images), expected)
 
-    def test_pooling_variant_changes_the_features(self, torchvision_net, tmp_path):
-        # The same weights through the FID block table must differ well beyond the tolerance:
-        # the variant table is not inert.
-        model, path = torchvision_net
-        state = {key: value for key, value in model.state_dict().items() if not key.startswith("fc.")}
-        fid_path = tmp_path / "pt_inception-2015-12-05-same-weights.pth"
-        torch.save(state, fid_path)
+    def test_pooling_variant_changes_the_features(self, fid_net, fid_extractor):
+        # The FID weights through the torchvision block table (counting padding, no max-pool in
+        # Mixed_7c) must differ well beyond the tolerance: the variant table is not inert.
+        from psr.metrics.fid_inception import build_inception_v3, load_torch_inception_weights
+        from psr.torch_weights import read_torch_state_dict
+
         images = random_images(1, 299, 8)
-        as_fid = PytorchFidFeatures(str(fid_path))(images)
-        restated = TorchInception(fid=True).eval()
-        restated.load_state_dict(state, strict=False)
-        expected = torch_features(restated, pytorch_fid_input(images))
-        assert_features_close(as_fid, expected)
-        counting = TorchInception(fid=False).eval()
-        counting.load_state_dict(state, strict=False)
-        other = torch_features(counting, pytorch_fid_input(images))
-        assert np.abs(expected - other).max() > 100 * FEATURE_TOLERANCE * max(1.0, np.abs(expected).max())
+        fid_extractor(images)  # builds fid_extractor._model
+        counting = build_inception_v3("torchvision")
+        state = {key: value for key, value in read_torch_state_dict(fid_net[1]).items() if not key.startswith("fc.")}
+        load_torch_inception_weights(counting, state, "torchvision", "test")
+        pixels = images.astype(np.float32) / 127.5 - 1.0
+        fid_features = np.asarray(fid_extractor._model(pixels))
+        counting_features = np.asarray(counting(pixels))
+        scale = max(1.0, float(np.abs(fid_features).max()))
+        assert np.abs(fid_features - counting_features).max() > 100 * FEATURE_TOLERANCE * scale
 
 
 # === Weights files ===
 
 
 class TestWeightsFiles:
-    def test_other_variants_file_is_refused(self, torchvision_net):
-        _, path = torchvision_net
+    def test_other_variants_file_is_refused(self, fid_net, torchvision_net):
         with pytest.raises(CheckpointError, match="looks like the torchvision file"):
-            PytorchFidFeatures(path)(random_images(1, 75, 0))
+            PytorchFidFeatures(torchvision_net[1])(random_images(1, 75, 0))
+        with pytest.raises(CheckpointError, match="looks like the pytorch-fid file"):
+            TorchvisionInceptionFeatures(fid_net[1])(random_images(1, 75, 0))
 
     def test_cache_key_names_the_extractor_and_the_file_hash(self, fid_net, torchvision_net, tmp_path):
         _, fid_path = fid_net
