@@ -2,12 +2,19 @@
 
 - `distances`: `frechet_distance`, `kernel_inception_distance`, `FeatureStatistics`.
 - `features`: `InceptionFeatures` and folder streaming/caching (`folder_statistics`).
+- `extractors`: the papers' extractors by name (`make_feature_extractor`: pytorch-fid,
+  torchvision, keras-imagenet) on `fid_inception`'s Keras Inception-v3 variants.
 - `registry`: metrics by name (`register_metric`, `compute_metrics`, `evaluate_folders`).
 - `content`: `content_scores` (PSNR/SSIM between same-named images).
 """
 
 from psr.metrics.content import content_scores
 from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
+from psr.metrics.extractors import (
+    PytorchFidFeatures,
+    TorchvisionInceptionFeatures,
+    make_feature_extractor,
+)
 from psr.metrics.features import (
     FeatureExtractor,
     InceptionFeatures,
@@ -20,6 +27,8 @@ __all__ = [
     "FeatureExtractor",
     "FeatureStatistics",
     "InceptionFeatures",
+    "PytorchFidFeatures",
+    "TorchvisionInceptionFeatures",
     "compute_metrics",
     "content_scores",
     "evaluate_folders",
@@ -28,5 +37,6 @@ __all__ = [
     "frechet_distance",
     "kernel_inception_distance",
     "list_metrics",
+    "make_feature_extractor",
     "register_metric",
 ]
