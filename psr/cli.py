@@ -86,6 +86,8 @@ def cmd_eval(args: argparse.Namespace) -> int:
         direction=args.direction,
         checkpoint=args.checkpoint,
         inception_weights=args.inception_weights,
+        features=args.features,
+        feature_weights=args.feature_weights,
         kid_subset_size=args.kid_subset_size,
         max_images=args.max_images,
         image_size=args.image_size,
@@ -146,7 +148,11 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("--metrics", default="fid", help="comma-separated: fid,kid,lpips,fcn,miou")
     ev.add_argument("--direction", choices=("AtoB", "BtoA"), help="default: the run's data.direction")
     ev.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
-    ev.add_argument("--inception-weights", help="local InceptionV3 no-top .h5 file (offline machines)")
+    ev.add_argument("--features", choices=("auto", "pytorch-fid", "torchvision", "keras-imagenet"),
+                    help="FID/KID features (default: the run's eval.features; auto = the paper's: pytorch-fid)")
+    ev.add_argument("--feature-weights", metavar="PATH",
+                    help="weights file (or a folder holding it) of --features, e.g. pt_inception-2015-12-05-6726825d.pth")
+    ev.add_argument("--inception-weights", help="local InceptionV3 no-top .h5 file for --features keras-imagenet")
     ev.add_argument("--kid-subset-size", type=int, default=1000)
     ev.add_argument("--max-images", type=int, help="translate at most this many test images")
     ev.add_argument("--image-size", type=int, default=256, help="test images are resized to this (spec §6)")

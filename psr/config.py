@@ -214,7 +214,10 @@ class EvalConfig:
     every_epochs: int = field(default=0, metadata={"min": 0})  # 0 = no evaluation during training
     metrics: tuple = ("fid",)
     best_metric: str = "fid"  # lower is better (higher for fcn, miou)
-    inception_weights: Optional[str] = None  # None = Keras' ImageNet download
+    # FID/KID features: auto = the paper protocol (pytorch-fid for single-modal; needs its weights file)
+    features: str = field(default="auto", metadata=_choices(registry.FEATURE_EXTRACTORS))
+    feature_weights: Optional[str] = None  # weights file (or folder to search) of `features`
+    inception_weights: Optional[str] = None  # keras-imagenet weights file; None = Keras' ImageNet download
     kid_subset_size: int = field(default=1000, metadata={"min": 2})
     max_images: Optional[int] = field(default=None, metadata={"min": 1})
     # Paired metrics (psr/metrics/paired.py): lpips, fcn, miou.

@@ -53,10 +53,25 @@ def test_folders(data_root: Union[str, Path], direction: str) -> tuple[Path, Pat
     return domain_folders(data_root, direction, "test")
 
 
-def make_extractor(inception_weights: Optional[str]):
-    from psr.metrics.features import InceptionFeatures
+# The paper protocol `eval.features: auto` follows; every method built so far is single-modal.
+EVAL_PROTOCOL = "single_modal"
 
-    return InceptionFeatures(weights=inception_weights or "imagenet")
+
+def make_extractor(
+    features: str = "auto", feature_weights: Optional[str] = None, inception_weights: Optional[str] = None,
+    protocol: str = EVAL_PROTOCOL,
+):
+    """The FID/KID feature extractor of `eval.features` (see `psr.metrics.extractors`)."""
+    from psr.metrics.extractors import make_feature_extractor
+
+    return make_feature_extractor(features, feature_weights, protocol=protocol, inception_weights=inception_weights)
+
+
+def extractor_record(extractor) -> dict:
+    """The extractor's tags in eval.json / eval.jsonl: its name and its cache key (weights hash)."""
+    from psr.metrics.extractors import extractor_name
+
+    return {"features": extractor_name(extractor), "features_key": str(extractor.cache_key)}
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
@@ -81,6 +96,8 @@ def evaluate_model(
     direction: Optional[str] = None,
     checkpoint: str = "latest",
     inception_weights: Optional[str] = None,
+    features: Optional[str] = None,
+    feature_weights: Optional[str] = None,
     kid_subset_size: Optional[int] = 1000,
     max_images: Optional[int] = None,
     image_size: Optional[int] = 256,
@@ -92,13 +109,15 @@ def evaluate_model(
     """`main.py eval`: translate the test split with a run directory or export, score it, record it.
 
     Results go to `<run>/eval.json` (latest) and `<run>/eval.jsonl` (history) and to TensorBoard
-    (`<run>/tensorboard/eval`) when `model` is a run directory.
+    (`<run>/tensorboard/eval`) when `model` is a run directory, tagged with the feature extractor.
+    `features` / `feature_weights` / `inception_weights` default to the run's `eval` section
+    (`auto` for an export); `extractor` replaces them (tests).
 
     `paired_options` (lpips / fcn / miou, see `psr.metrics.paired`): the `eval.*` keys
     `lpips_alexnet_weights`, `lpips_weights`, `lpips_against`, `segmentation_network`,
     `segmentation_weights`, `segmentation_labels`, `label_format`; a value given here (not
-    None) replaces the run's. Metric names and paired-metric requirements are checked before
-    any image is translated.
+    None) replaces the run's. Metric names, the extractor's weights and paired-metric
+    requirements are checked before any image is translated.
     """
     from psr.export import is_saved_model
     from psr.inference import load_translator
@@ -124,12 +143,19 @@ def evaluate_model(
         from psr.metrics.paired import check_paired_requirements
 
         check_paired_requirements(paired_metrics, labels_dir is not None, **options)
+    if distribution_metrics and extractor is None:
+        # Resolved before translating, so a missing weights file fails in a second, not after the split.
+        run_eval = run_cfg.eval if run_cfg is not None else None
+        extractor = make_extractor(
+            features or (run_eval.features if run_eval else "auto"),
+            feature_weights or (run_eval.feature_weights if run_eval else None),
+            inception_weights or (run_eval.inception_weights if run_eval else None),
+        )
     translator = load_translator(model, checkpoint=checkpoint)
     work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
     generated = translate_split(translator, source, work / "translations", image_size, max_images)
     scores = {}
     if distribution_metrics:
-        extractor = extractor or make_extractor(inception_weights)
         cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
         scores.update(evaluate_folders(
             generated, reference, distribution_metrics, extractor=extractor, cache_dir=str(cache),
@@ -142,7 +168,8 @@ def evaluate_model(
         scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
-        "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
+        "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        **extractor_record(extractor), **scores,
     }
     if run_cfg is not None:
         from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint
@@ -187,6 +214,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         super().__init__()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        # Resolved here, before training starts: a missing weights file is an error at start-up.
+        from psr.metrics.paired import split_metric_names
+
+        if extractor is None and split_metric_names(cfg.eval.metrics)[0]:
+            extractor = make_extractor(cfg.eval.features, cfg.eval.feature_weights, cfg.eval.inception_weights)
         self.extractor = extractor
         self.best_file = self.run_dir / "best.json"
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
@@ -211,8 +243,6 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         distribution_metrics, paired_metrics = split_metric_names(self.cfg.eval.metrics)
         scores = {}
         if distribution_metrics:
-            if self.extractor is None:
-                self.extractor = make_extractor(self.cfg.eval.inception_weights)
             scores.update(evaluate_folders(
                 generated, reference, distribution_metrics, extractor=self.extractor,
                 cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
@@ -223,7 +253,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             labels_dir = options.pop("segmentation_labels")
             inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
             scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
-        _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **scores})
+        _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **extractor_record(self.extractor), **scores})
         return scores
 
     def on_train_begin(self, logs=None):

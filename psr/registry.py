@@ -81,6 +81,7 @@ PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width_and_crop", "none")
 DIRECTIONS = ("AtoB", "BtoA")
 SYNTHETIC_KINDS = ("shapes", "rocket_pair")
 DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
+FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")  # FID/KID features
 
 
 # === Tables of implementations ===

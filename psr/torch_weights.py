@@ -1,18 +1,19 @@
-"""Reads PyTorch `.pth` state dicts into NumPy arrays without importing PyTorch.
+"""Reads PyTorch state dicts (`.pth`) into NumPy arrays, without needing torch.
 
-Two file formats exist and the public weights psr loads use both:
+A `.pth` file written by `torch.save(state_dict)` is a pickle whose tensors point
+at raw storages by persistent id. Two layouts exist:
 
-- the zip format of `torch.save` since PyTorch 1.6: `<prefix>/data.pkl` (the
-  pickled dict) and one raw little-endian blob per storage, `<prefix>/data/<key>`;
-- the legacy format (torchvision's `alexnet-owt-*.pth`, LPIPS `v0.1/alex.pth`,
-  the DRN Cityscapes weights): five consecutive pickles — magic number, protocol
-  version, system info, the dict, the list of storage keys — followed by each
-  storage as an int64 element count and its raw bytes.
+- zip (torch ≥ 1.6 default): `<archive>/data.pkl` plus one raw file
+  `<archive>/data/<key>` per storage;
+- legacy (older files such as pytorch-fid's `pt_inception-2015-12-05`): three
+  small pickles (magic number, protocol, system info), the main pickle, a pickle
+  with the list of storage keys, then per key an int64 element count followed by
+  the raw little-endian bytes.
 
-In both, a tensor is pickled as a call of `torch._utils._rebuild_tensor_v2`
-(or `_rebuild_tensor` before PyTorch 0.4) on a storage that the pickle names by a
-persistent id. The unpickler below resolves only those few globals and refuses
-every other one, so reading a file never runs code from it.
+`read_torch_state_dict` rebuilds every tensor as a NumPy array with a restricted
+unpickler that only knows ordered dicts, storages and tensor rebuild functions,
+so a file cannot run code. Files it cannot parse are handed to `torch.load`
+(`weights_only=True`) when torch is installed.
 """
 
 from __future__ import annotations
@@ -23,200 +24,282 @@ import os
 import pickle
 import struct
 import zipfile
+from typing import Any, BinaryIO
 
 import numpy as np
 
 from psr.errors import CheckpointError
 
-_LEGACY_MAGIC = 0x1950A86A20F9469CFC6C
+# torch's legacy serialisation header (torch/serialization.py).
+_LEGACY_MAGIC_NUMBER = 0x1950A86A20F9469CFC6C
+_LEGACY_PROTOCOL_VERSION = 1001
 
-# PyTorch storage class name -> NumPy dtype of its elements.
+# Storage classes as they appear in pickles → NumPy dtype. BFloat16 has no NumPy
+# dtype: it is read as uint16 bit patterns and widened to float32 afterwards.
 _STORAGE_DTYPES = {
-    "FloatStorage": np.float32,
-    "DoubleStorage": np.float64,
-    "HalfStorage": np.float16,
-    "LongStorage": np.int64,
-    "IntStorage": np.int32,
-    "ShortStorage": np.int16,
-    "CharStorage": np.int8,
-    "ByteStorage": np.uint8,
-    "BoolStorage": np.bool_,
+    "DoubleStorage": np.dtype("<f8"),
+    "FloatStorage": np.dtype("<f4"),
+    "HalfStorage": np.dtype("<f2"),
+    "BFloat16Storage": np.dtype("<u2"),
+    "LongStorage": np.dtype("<i8"),
+    "IntStorage": np.dtype("<i4"),
+    "ShortStorage": np.dtype("<i2"),
+    "CharStorage": np.dtype("i1"),
+    "ByteStorage": np.dtype("u1"),
+    "BoolStorage": np.dtype("?"),
 }
 
 
 class _StorageType:
-    """Stands for a `torch.*Storage` class inside the pickle."""
+    """Stands in for `torch.FloatStorage` & co. in the pickle: only its name matters."""
 
     def __init__(self, name: str):
         self.name = name
-        self.dtype = np.dtype(_STORAGE_DTYPES[name])
+        self.dtype = _STORAGE_DTYPES[name]
 
 
-class _StorageRef:
-    """A storage named by the pickle; its elements are filled in after unpickling (legacy format)."""
+class _Storage:
+    """A flat storage: filled from the zip entry or the legacy data section."""
 
-    def __init__(self, storage_type: _StorageType, key: str, numel: int):
-        self.dtype = storage_type.dtype
-        self.key = key
+    def __init__(self, storage_type: _StorageType, numel: int):
+        self.storage_type = storage_type
         self.numel = int(numel)
         self.array: np.ndarray | None = None
 
 
-class _TensorRef:
-    """A tensor view of a storage: resolved to an array once the storages are read."""
+class _Tensor:
+    """A tensor waiting for its storage's bytes (legacy files store them after the pickle)."""
 
-    def __init__(self, storage, offset: int, size, stride):
+    def __init__(self, storage, offset: int, size: tuple, stride: tuple):
         self.storage = storage
         self.offset = int(offset)
         self.size = tuple(int(s) for s in size)
         self.stride = tuple(int(s) for s in stride)
 
+    def to_numpy(self) -> np.ndarray:
+        storage = self.storage
+        base = storage.array
+        if base is None:
+            raise _FormatError("a tensor refers to a storage without data")
+        if self.size and any(s == 0 for s in self.size):
+            array = np.zeros(self.size, dtype=base.dtype)
+        else:
+            end = self.offset + sum((s - 1) * t for s, t in zip(self.size, self.stride)) + 1
+            if self.offset < 0 or end > base.size or any(t < 0 for t in self.stride):
+                raise _FormatError("a tensor's size and stride exceed its storage")
+            array = np.lib.stride_tricks.as_strided(
+                base[self.offset :],
+                shape=self.size,
+                strides=tuple(t * base.itemsize for t in self.stride),
+            ).copy()
+        if storage.storage_type.name == "BFloat16Storage":
+            array = (array.astype(np.uint32) << 16).view(np.float32)
+        return array
 
-def _rebuild_tensor(storage, storage_offset, size, stride, *unused):
-    return _TensorRef(storage, storage_offset, size, stride)
+
+class _View:
+    """A legacy storage view: a slice of a root storage."""
+
+    def __init__(self, root: _Storage, offset: int, numel: int):
+        self.root = root
+        self.offset = int(offset)
+        self.numel = int(numel)
+        self.storage_type = root.storage_type
+
+    @property
+    def array(self) -> np.ndarray | None:
+        if self.root.array is None:
+            return None
+        return self.root.array[self.offset : self.offset + self.numel]
 
 
-def _rebuild_parameter(data, requires_grad=False, backward_hooks=None, *unused):
+class _FormatError(Exception):
+    """The file is not a state dict this reader understands (torch may still read it)."""
+
+
+def _rebuild_tensor(storage, storage_offset, size, stride, *_ignored) -> _Tensor:
+    # Covers torch._utils._rebuild_tensor (4 arguments) and _rebuild_tensor_v2
+    # (+ requires_grad, backward_hooks[, metadata]), which do not change the values.
+    return _Tensor(storage, storage_offset, size, stride)
+
+
+def _rebuild_parameter(data, *_ignored):
     return data
 
 
+_ALLOWED_GLOBALS = {
+    ("collections", "OrderedDict"): collections.OrderedDict,
+    ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
+    ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
+}
+
+
 class _RestrictedUnpickler(pickle.Unpickler):
-    """Unpickles a state dict: tensors, ordered dicts and storage classes only."""
+    def __init__(self, stream: BinaryIO, storages: dict, make_storage):
+        super().__init__(stream)
+        self._storages = storages
+        self._make_storage = make_storage
 
-    _GLOBALS = {
-        ("collections", "OrderedDict"): collections.OrderedDict,
-        ("torch._utils", "_rebuild_tensor"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
-        ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
-    }
-
-    def __init__(self, stream, storages: dict):
-        super().__init__(stream, encoding="latin1")
-        self.storages = storages
-
-    def find_class(self, module, name):
-        if (module, name) in self._GLOBALS:
-            return self._GLOBALS[(module, name)]
+    def find_class(self, module: str, name: str) -> Any:
         if module == "torch" and name in _STORAGE_DTYPES:
             return _StorageType(name)
-        raise pickle.UnpicklingError(f"the file needs {module}.{name}, which a state dict never holds")
+        try:
+            return _ALLOWED_GLOBALS[(module, name)]
+        except KeyError:
+            raise _FormatError(f"unsupported object {module}.{name}") from None
 
-    def persistent_load(self, pid):
-        # zip: ('storage', type, key, location, numel); legacy: the same plus view metadata.
-        if not isinstance(pid, tuple) or len(pid) < 5 or pid[0] != "storage":
-            raise pickle.UnpicklingError(f"unknown persistent id {pid!r}")
-        storage_type, key, numel = pid[1], str(pid[2]), pid[4]
-        if not isinstance(storage_type, _StorageType):
-            raise pickle.UnpicklingError(f"unknown storage type {storage_type!r}")
-        if len(pid) > 5 and pid[5] is not None:
-            raise pickle.UnpicklingError("storage views (PyTorch < 0.4 shared storages) are not supported")
-        if key not in self.storages:
-            self.storages[key] = _StorageRef(storage_type, key, numel)
-        return self.storages[key]
+    def persistent_load(self, saved_id):
+        if not isinstance(saved_id, tuple) or not saved_id:
+            raise _FormatError("unexpected persistent id")
+        kind = saved_id[0].decode() if isinstance(saved_id[0], bytes) else saved_id[0]
+        if kind != "storage":
+            raise _FormatError(f"unsupported persistent id {kind!r}")
+        return self._make_storage(self._storages, *saved_id[1:])
 
 
-def _tensor_array(tensor: _TensorRef) -> np.ndarray:
-    flat = tensor.storage.array
-    if not tensor.size:
-        return np.array(flat[tensor.offset])
-    extent = tensor.offset + sum((n - 1) * s for n, s in zip(tensor.size, tensor.stride) if n > 0)
-    if 0 in tensor.size:
-        return np.zeros(tensor.size, dtype=flat.dtype)
-    if tensor.offset < 0 or extent >= flat.size or min(tensor.stride) < 0:
-        raise CheckpointError("a tensor points outside its storage")
-    view = np.lib.stride_tricks.as_strided(
-        flat[tensor.offset :],
-        shape=tensor.size,
-        strides=tuple(s * flat.itemsize for s in tensor.stride),
-        writeable=False,
-    )
-    return np.array(view)
+def _zip_storage(storages: dict, storage_type, key, _location, numel, *_rest) -> _Storage:
+    if not isinstance(storage_type, _StorageType):
+        raise _FormatError("unsupported storage type")
+    key = str(key)
+    if key not in storages:
+        storages[key] = _Storage(storage_type, numel)
+    return storages[key]
 
 
-def _read_zip(path: str) -> tuple[object, dict]:
-    storages: dict = {}
+def _legacy_storage(storages: dict, storage_type, root_key, _location, numel, view_metadata=None):
+    if not isinstance(storage_type, _StorageType):
+        raise _FormatError("unsupported storage type")
+    root_key = str(root_key)
+    if root_key not in storages:
+        storages[root_key] = _Storage(storage_type, numel)
+    root = storages[root_key]
+    if view_metadata is None:
+        return root
+    _view_key, offset, view_size = view_metadata
+    return _View(root, offset, view_size)
+
+
+def _read_zip(path: str) -> Any:
     with zipfile.ZipFile(path) as archive:
-        pickles = [name for name in archive.namelist() if name.endswith("/data.pkl")]
+        pickles = [name for name in archive.namelist() if name.endswith("data.pkl")]
         if len(pickles) != 1:
-            raise CheckpointError(f"{path} is a zip file but not a PyTorch checkpoint (no data.pkl)")
+            raise _FormatError("the zip archive has no single data.pkl")
         prefix = pickles[0][: -len("data.pkl")]
-        big_endian = False
-        if f"{prefix}byteorder" in archive.namelist():
-            big_endian = archive.read(f"{prefix}byteorder").strip() == b"big"
-        loaded = _RestrictedUnpickler(io.BytesIO(archive.read(pickles[0])), storages).load()
+        byteorder_name = prefix + "byteorder"
+        if byteorder_name in archive.namelist() and archive.read(byteorder_name).strip() != b"little":
+            raise _FormatError("big-endian files are not supported")
+        storages: dict[str, _Storage] = {}
+        with archive.open(pickles[0]) as stream:
+            result = _RestrictedUnpickler(io.BytesIO(stream.read()), storages, _zip_storage).load()
         for key, storage in storages.items():
             raw = archive.read(f"{prefix}data/{key}")
-            dtype = storage.dtype.newbyteorder(">" if big_endian else "<")
-            storage.array = np.frombuffer(raw, dtype=dtype, count=storage.numel).astype(storage.dtype)
-    return loaded, storages
+            expected = storage.numel * storage.storage_type.dtype.itemsize
+            if len(raw) < expected:
+                raise _FormatError(f"storage {key} is truncated")
+            storage.array = np.frombuffer(raw[:expected], dtype=storage.storage_type.dtype)
+    return result
 
 
-def _read_legacy(path: str) -> tuple[object, dict]:
-    storages: dict = {}
+def _read_legacy(path: str) -> Any:
     with open(path, "rb") as stream:
-        magic = pickle.Unpickler(stream).load()
-        if magic != _LEGACY_MAGIC:
-            raise CheckpointError(f"{path} is not a PyTorch checkpoint (wrong magic number)")
-        pickle.Unpickler(stream).load()  # protocol version
-        pickle.Unpickler(stream).load()  # system info (byte order, type sizes)
-        loaded = _RestrictedUnpickler(stream, storages).load()
-        keys = pickle.Unpickler(stream).load()
-        for key in keys:
+        header = pickle.Unpickler(stream)
+        try:
+            if header.load() != _LEGACY_MAGIC_NUMBER:
+                raise _FormatError("not a PyTorch file (wrong magic number)")
+            if header.load() != _LEGACY_PROTOCOL_VERSION:
+                raise _FormatError("unsupported legacy protocol version")
+            system_info = header.load()
+        except (pickle.UnpicklingError, EOFError, ValueError, TypeError) as error:
+            raise _FormatError(f"not a PyTorch file ({error})") from None
+        if isinstance(system_info, dict) and not system_info.get("little_endian", True):
+            raise _FormatError("big-endian files are not supported")
+        storages: dict[str, _Storage] = {}
+        result = _RestrictedUnpickler(stream, storages, _legacy_storage).load()
+        storage_keys = pickle.Unpickler(stream).load()
+        for key in storage_keys:
             storage = storages.get(str(key))
-            (count,) = struct.unpack("<q", stream.read(8))
-            if storage is None or count != storage.numel:
-                raise CheckpointError(f"{path}: storage {key} is damaged")
-            raw = stream.read(count * storage.dtype.itemsize)
-            if len(raw) != count * storage.dtype.itemsize:
-                raise EOFError("the file ends inside a storage")
-            storage.array = np.frombuffer(raw, dtype=storage.dtype.newbyteorder("<")).astype(storage.dtype)
-    return loaded, storages
+            if storage is None:
+                raise _FormatError(f"storage {key} is listed but never used")
+            (numel,) = struct.unpack("<q", stream.read(8))
+            nbytes = numel * storage.storage_type.dtype.itemsize
+            raw = stream.read(nbytes)
+            if len(raw) != nbytes:
+                raise _FormatError(f"storage {key} is truncated")
+            storage.numel = numel
+            storage.array = np.frombuffer(raw, dtype=storage.storage_type.dtype)
+    return result
+
+
+def _tensors_to_numpy(state: Any) -> dict[str, np.ndarray]:
+    if not isinstance(state, dict):
+        raise _FormatError(f"the file holds a {type(state).__name__}, not a state dict")
+    arrays = {}
+    for name, value in state.items():
+        if isinstance(value, _Tensor):
+            arrays[str(name)] = value.to_numpy()
+        elif not isinstance(value, (int, float, str, type(None))):
+            raise _FormatError(f"entry {name!r} is a {type(value).__name__}, not a tensor")
+    return arrays
+
+
+def _read_with_torch(path: str) -> dict[str, np.ndarray]:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"{path} holds a {type(state).__name__}, not a state dict: pass the weights file itself."
+        )
+    return {
+        str(name): value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor)
+    }
 
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
-    """Reads a `.pth` state dict (name -> tensor) into NumPy arrays, without PyTorch.
+    """Reads a PyTorch state dict file into `{name: array}` without importing torch.
 
-    Accepts the zip and the legacy `torch.save` formats, a state dict nested
-    under `"state_dict"` or `"model"`, and strips a `module.` prefix
-    (`nn.DataParallel`) present on every key.
+    Tensors become C-contiguous NumPy arrays of their dtype (bfloat16 becomes
+    float32); non-tensor entries (e.g. the `_metadata` of `state_dict()`) are
+    dropped. Only plain state dicts are read without torch: files holding
+    other objects are passed to `torch.load(weights_only=True)` when torch is
+    installed.
 
     Args:
-        path: the `.pth` file.
+        path: a `.pth` / `.pt` file written by `torch.save(state_dict)`.
 
     Returns:
-        name -> array (float32 stays float32), in file order.
+        The tensors by state-dict key, in file order.
 
     Raises:
-        CheckpointError: the file is missing, truncated, not a PyTorch
-            checkpoint, or holds something other than a dict of tensors.
+        CheckpointError: when the file is missing or cannot be read as a state dict.
     """
     path = os.fspath(path)
     if not os.path.isfile(path):
-        raise CheckpointError(f"PyTorch weights file not found: {path}; check the path")
+        raise CheckpointError(f"Weights file not found: {path}. Pass the path of an existing .pth file.")
     try:
-        reader = _read_zip if zipfile.is_zipfile(path) else _read_legacy
-        loaded, storages = reader(path)
+        state = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+        return _tensors_to_numpy(state)
+    except (_FormatError, pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile,
+            KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+    except OSError as error:
+        raise CheckpointError(f"Cannot read {path} ({error.strerror or error}): check the file's permissions.") from None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch state dict ({reason}): re-download the file, or "
+            "`pip install torch` if it is a valid file in a format psr cannot read alone."
+        ) from None
+    try:
+        return _read_with_torch(path)
     except CheckpointError:
         raise
-    except (pickle.UnpicklingError, EOFError, zipfile.BadZipFile, struct.error, KeyError,
-            ValueError, TypeError, AttributeError, IndexError) as error:
-        reason = " ".join(str(error).split())[:200] or type(error).__name__
+    except Exception as error:  # torch raises RuntimeError/UnpicklingError/… for broken files
         raise CheckpointError(
-            f"cannot read PyTorch weights {path} ({reason}); the file is truncated or not a "
-            ".pth state dict: download it again"
+            f"Cannot read {path} as a PyTorch state dict ({reason}; torch: {' '.join(str(error).split())}): "
+            "re-download the file."
         ) from None
-    if isinstance(loaded, dict):
-        for wrapper in ("state_dict", "model"):
-            if isinstance(loaded.get(wrapper), dict):
-                loaded = loaded[wrapper]
-                break
-    if not isinstance(loaded, dict) or not all(isinstance(v, _TensorRef) for v in loaded.values()):
-        raise CheckpointError(
-            f"{path} does not hold a state dict (name -> tensor); pass the weights file itself"
-        )
-    if any(storage.array is None for storage in storages.values()):
-        raise CheckpointError(f"{path}: a storage is missing; download the file again")
-    state_dict = {str(name): _tensor_array(tensor) for name, tensor in loaded.items()}
-    if state_dict and all(name.startswith("module.") for name in state_dict):
-        state_dict = {name[len("module.") :]: value for name, value in state_dict.items()}
-    return state_dict

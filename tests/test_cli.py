@@ -92,8 +92,14 @@ def test_eval_reports_missing_inception_weights(tmp_path, capsys):
     assert main(["run", str(write_yaml(tmp_path / "e.yaml", raw)), "--quiet"]) == 0
     capsys.readouterr()
     missing = tmp_path / "inception.h5"
-    code, _, err = run_cli(["eval", raw["log"]["run_dir"], "--inception-weights", str(missing)], capsys)
+    code, _, err = run_cli(["eval", raw["log"]["run_dir"], "--features", "keras-imagenet",
+                            "--inception-weights", str(missing)], capsys)
     assert code == 2 and str(missing) in err
+    # The paper protocol (the default, auto) without its weights file: one line naming file and URL.
+    missing_folder = tmp_path / "no_weights_here"
+    missing_folder.mkdir()
+    code, _, err = run_cli(["eval", raw["log"]["run_dir"], "--feature-weights", str(missing_folder)], capsys)
+    assert code == 2 and "pt_inception-2015-12-05-6726825d.pth" in err and len(err.strip().splitlines()) == 1
 
 
 def test_image_that_breaks_during_training_is_one_line(tmp_path, capsys, monkeypatch):

@@ -2,6 +2,8 @@
 
 - `distances`: `frechet_distance`, `kernel_inception_distance`, `FeatureStatistics`.
 - `features`: `InceptionFeatures` and folder streaming/caching (`folder_statistics`).
+- `extractors`: the papers' extractors by name (`make_feature_extractor`: pytorch-fid,
+  torchvision, keras-imagenet) on `fid_inception`'s Keras Inception-v3 variants.
 - `registry`: metrics by name (`register_metric`, `compute_metrics`, `evaluate_folders`).
 - `content`: `content_scores` (PSNR/SSIM between same-named images).
 - `paired`: paired metrics by name (`lpips`, `fcn`, `miou`), `split_metric_names`, `compute_paired_metrics`.
@@ -11,6 +13,11 @@
 
 from psr.metrics.content import content_scores
 from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
+from psr.metrics.extractors import (
+    PytorchFidFeatures,
+    TorchvisionInceptionFeatures,
+    make_feature_extractor,
+)
 from psr.metrics.features import (
     FeatureExtractor,
     InceptionFeatures,
@@ -31,6 +38,8 @@ __all__ = [
     "FeatureStatistics",
     "InceptionFeatures",
     "PairedInputs",
+    "PytorchFidFeatures",
+    "TorchvisionInceptionFeatures",
     "compute_metrics",
     "compute_paired_metrics",
     "content_scores",
@@ -41,6 +50,7 @@ __all__ = [
     "kernel_inception_distance",
     "list_metrics",
     "list_paired_metrics",
+    "make_feature_extractor",
     "register_metric",
     "register_paired_metric",
     "split_metric_names",

@@ -18,9 +18,9 @@ How the numbers relate to pytorch-fid (the paper's tool, spec §6): the
 architecture, the resize and the input range match, but the weights do not.
 pytorch-fid uses `pt_inception-2015-12-05`, a port of the 2015 TensorFlow graph of
 the original FID code; Keras ships a later ImageNet training of Inception-v3. The
-features differ, so psr's FID/KID are comparable with each other (same psr
-version, same weights) but NOT with published pytorch-fid numbers. To compare with
-the paper, run pytorch-fid on the same image folders.
+features differ, so these FID/KID are comparable with each other (same psr
+version, same weights) but NOT with published pytorch-fid numbers. The papers'
+own extractors (`pytorch-fid`, `torchvision`) are in `psr.metrics.extractors`.
 """
 
 from __future__ import annotations
@@ -91,6 +91,8 @@ class InceptionFeatures(FeatureExtractor):
         CheckpointError: when a local weights file does not exist (here), or
             when the weights cannot be downloaded or loaded (on the first call).
     """
+
+    name = "keras-imagenet"  # the `eval.features` name; tags results
 
     def __init__(self, weights: str | None = "imagenet", batch_size: int = 50, image_size: int = 299):
         if batch_size < 1:
