@@ -124,18 +124,12 @@ class NonFiniteLossGuard(keras.callbacks.Callback):
         for name, value in (logs or {}).items():
             value = float(value)
             if not math.isfinite(value):
-                from psr.trainers.checkpoints import latest_checkpoint_in
+                from psr.trainers.checkpoints import latest_checkpoint_in, resume_advice
 
                 self.model.stop_training = True
                 last = latest_checkpoint_in(self.checkpoint_dir) if self.checkpoint_dir else None
-                if last is not None:
-                    where = f"The last finite checkpoint is {last}; a rerun resumes from it."
-                else:
-                    where = "No checkpoint was written before it, so a rerun starts from the beginning."
                 raise TrainingError(
-                    f"Loss '{name}' became {value} at epoch {self.epoch + 1}, step {batch + 1}. {where} "
-                    "Lower train.learning_rate (e.g. --set train.learning_rate=...) or a loss weight, "
-                    "or check the data, then rerun."
+                    f"Loss '{name}' became {value} at epoch {self.epoch + 1}, step {batch + 1}. {resume_advice(last)}"
                 )
 
 

@@ -223,11 +223,11 @@ class EvalConfig:
     # Paired metrics (psr/metrics/paired.py): lpips, fcn, miou.
     lpips_alexnet_weights: Optional[str] = None  # torchvision alexnet-owt-7be5be79.pth
     lpips_weights: Optional[str] = None  # LPIPS lpips/weights/v0.1/alex.pth
-    lpips_against: str = field(default="input", metadata=_choices("input", "target"))
-    segmentation_network: str = field(default="drn_d_22", metadata=_choices("drn_d_22", "drn_d_105"))
+    lpips_against: str = field(default="input", metadata=_choices(registry.LPIPS_REFERENCES))
+    segmentation_network: str = field(default="drn_d_22", metadata=_choices(registry.SEGMENTATION_NETWORKS))
     segmentation_weights: Optional[str] = None  # drn_d_22_cityscapes.pth / drn-d-105_ms_cityscapes.pth
     segmentation_labels: Optional[str] = None  # GT label maps named like the source test images
-    label_format: str = field(default="color", metadata=_choices("color", "label_ids", "train_ids"))
+    label_format: str = field(default="color", metadata=_choices(registry.LABEL_FORMATS))
 
 
 @dataclass(frozen=True)
@@ -508,6 +508,72 @@ def dump_config(cfg: ExperimentConfig, extra: Optional[dict] = None) -> str:
         text += "# Values derived from the data and the machine (not read back):\n"
         text += yaml.safe_dump({"resolved": extra}, sort_keys=False)
     return text
+
+
+# === Resuming a run directory ===
+
+# Keys whose change does not make a run directory a different experiment. Changing them on resume is
+# accepted (with a notice for the ones that change training): epochs extend a run; the learning rate, the
+# loss weights and the loss switches are the fixes a non-finite loss asks for. None of them creates, removes
+# or reshapes a variable, so the checkpoint still loads.
+RESUMABLE_KEYS = (
+    ("log",), ("export",), ("eval",), ("name",), ("loss",),
+    ("train", "jit_compile"), ("train", "epochs"), ("train", "decay_epochs"), ("train", "distribute"),
+    ("train", "learning_rate"), ("train", "beta_1"), ("train", "beta_2"), ("train", "epsilon"),
+    ("train", "deterministic"),
+)
+# Of those, the ones that only change bookkeeping (no notice).
+_QUIET_KEYS = (("log",), ("export",), ("eval",), ("name",), ("train", "jit_compile"), ("train", "epochs"),
+               ("train", "decay_epochs"))
+
+
+def _differences(old: dict, new: dict, prefix: tuple = ()) -> list[tuple]:
+    keys = []
+    for key in sorted(set(old) | set(new)):
+        path = prefix + (key,)
+        a, b = old.get(key), new.get(key)
+        if isinstance(a, dict) and isinstance(b, dict):
+            keys += _differences(a, b, path)
+        elif a != b:
+            keys.append(path)
+    return keys
+
+
+def _value(tree: dict, path: tuple):
+    for key in path:
+        tree = tree.get(key) if isinstance(tree, dict) else None
+    return tree
+
+
+def resume_notices(path: Union[str, Path], cfg: ExperimentConfig) -> list[str]:
+    """Refuses to resume a run whose stored configuration (`path`, a run's config.yaml) is another experiment.
+
+    Returns notices for the resumable keys that changed (e.g. a lower learning rate after a NaN).
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    run_dir = path.parent
+    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw.pop("resolved", None)
+    try:
+        # Read back through the parser: files written before a key existed get its default (`method`, ...).
+        old = config_to_dict(config_from_dict(raw))
+    except ConfigError:
+        old = raw
+    new = config_to_dict(cfg)
+    changed = _differences(old, new)
+    refused = [k for k in changed if not any(k[: len(p)] == p for p in RESUMABLE_KEYS)]
+    if refused:
+        names = ", ".join(".".join(k) for k in refused[:5])
+        raise ConfigError(
+            f"{run_dir} holds a run of a different configuration (changed: {names}). "
+            "Use another run directory (--set log.run_dir=...) or delete it to start over."
+        )
+    return [
+        f"{'.'.join(k)} {_value(old, k)!r} → {_value(new, k)!r}"
+        for k in changed if not any(k[: len(p)] == p for p in _QUIET_KEYS)
+    ]
 
 
 def load_run_config(run_dir: Union[str, Path]) -> ExperimentConfig:

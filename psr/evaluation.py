@@ -19,7 +19,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from psr.config import ExperimentConfig
+from psr.config import DataConfig, EvalConfig
+from psr.data.layout import domain_folders
 from psr.errors import ConfigError
 
 
@@ -46,14 +47,7 @@ def translate_split(
     return out_dir
 
 
-def test_folders(data_root: Union[str, Path], direction: str) -> tuple[Path, Path]:
-    """(source, reference) test folders: testA → compared with testB for AtoB, the reverse for BtoA."""
-    from psr.data.builders import domain_folders
-
-    return domain_folders(data_root, direction, "test")
-
-
-# The paper protocol `eval.features: auto` follows; every method built so far is single-modal.
+# The paper protocol `eval.features: auto` follows for an export (a run directory's method names its own).
 EVAL_PROTOCOL = "single_modal"
 
 
@@ -71,6 +65,8 @@ def extractor_record(extractor) -> dict:
     """The extractor's tags in eval.json / eval.jsonl: its name and its cache key (weights hash)."""
     from psr.metrics.extractors import extractor_name
 
+    if extractor is None:  # only paired metrics: no features were extracted
+        return {}
     return {"features": extractor_name(extractor), "features_key": str(extractor.cache_key)}
 
 
@@ -121,6 +117,7 @@ def evaluate_model(
     """
     from psr.export import is_saved_model
     from psr.inference import load_translator
+    from psr.methods import get_method
     from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
 
@@ -136,8 +133,8 @@ def evaluate_model(
             raise ConfigError("--data is required with an exported model: pass the dataset root holding testA/testB.")
         data_root = run_cfg.data.root
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
-    source, reference = test_folders(data_root, direction)
-    options = _paired_options(run_cfg, paired_options)
+    source, reference = domain_folders(data_root, direction, "test")
+    options = _paired_options(run_cfg.eval if run_cfg is not None else None, paired_options)
     labels_dir = options.pop("segmentation_labels")
     if paired_metrics:
         from psr.metrics.paired import check_paired_requirements
@@ -150,6 +147,7 @@ def evaluate_model(
             features or (run_eval.features if run_eval else "auto"),
             feature_weights or (run_eval.feature_weights if run_eval else None),
             inception_weights or (run_eval.inception_weights if run_eval else None),
+            protocol=get_method(run_cfg.method).eval_protocol if run_cfg is not None else EVAL_PROTOCOL,
         )
     translator = load_translator(model, checkpoint=checkpoint)
     work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
@@ -188,11 +186,9 @@ _PAIRED_KEYS = (
 )
 
 
-def _paired_options(run_cfg: Optional[ExperimentConfig], given: Optional[dict]) -> dict:
+def _paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> dict:
     """Paired-metric options: the run's `eval.*` values (or the defaults), replaced by given non-None ones."""
-    from psr.config import EvalConfig
-
-    base = run_cfg.eval if run_cfg is not None else EvalConfig()
+    base = eval_cfg if eval_cfg is not None else EvalConfig()
     options = {key: getattr(base, key) for key in _PAIRED_KEYS}
     unknown = sorted(set(given or {}) - set(_PAIRED_KEYS))
     if unknown:
@@ -208,17 +204,29 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     segmentation scores, see `psr.metrics.paired.higher_is_better`) is saved to
     `checkpoints/best/` and exported to `export_best/`. Metric values are added
     to the epoch logs as `eval_<name>` (so the TensorBoard logger writes them).
+
+    Args:
+        eval_cfg: the `eval` section (metrics, best metric, extractor, paired-metric options).
+        data: the `data` section (test split, crop size).
+        pad_multiple: `export.pad_multiple`, for any-size translation and the best export.
+        protocol: the method's paper evaluation protocol (which FID features `auto` means).
+        run_dir: the run directory.
+        extractor: replaces the configured feature extractor (tests).
     """
 
-    def __init__(self, cfg: ExperimentConfig, run_dir: Union[str, Path], extractor=None):
+    def __init__(self, eval_cfg: EvalConfig, data: DataConfig, pad_multiple: int, protocol: str,
+                 run_dir: Union[str, Path], extractor=None):
         super().__init__()
-        self.cfg = cfg
+        self.eval_cfg = eval_cfg
+        self.data = data
+        self.pad_multiple = pad_multiple
         self.run_dir = Path(run_dir)
         # Resolved here, before training starts: a missing weights file is an error at start-up.
         from psr.metrics.paired import split_metric_names
 
-        if extractor is None and split_metric_names(cfg.eval.metrics)[0]:
-            extractor = make_extractor(cfg.eval.features, cfg.eval.feature_weights, cfg.eval.inception_weights)
+        if extractor is None and split_metric_names(eval_cfg.metrics)[0]:
+            extractor = make_extractor(eval_cfg.features, eval_cfg.feature_weights, eval_cfg.inception_weights,
+                                       protocol=protocol)
         self.extractor = extractor
         self.best_file = self.run_dir / "best.json"
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
@@ -229,27 +237,27 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         from psr.metrics.registry import evaluate_folders
 
         generator = self.model.inference_network()
-        multiple = self.cfg.export.pad_multiple
+        multiple = self.pad_multiple
 
         @tf.function(reduce_retracing=True)
         def run(images):
             return translate_any_size(lambda x: generator(x, training=False), images, multiple)
 
-        source, reference = test_folders(self.cfg.data.root, self.cfg.data.direction)
+        source, reference = domain_folders(self.data.root, self.data.direction, "test")
         generated = translate_split(
             lambda x: run(tf.constant(x)).numpy(), source, self.run_dir / "eval" / "during_training",
-            image_size=self.cfg.data.crop_size, max_images=self.cfg.eval.max_images,
+            image_size=self.data.crop_size, max_images=self.eval_cfg.max_images,
         )
-        distribution_metrics, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        distribution_metrics, paired_metrics = split_metric_names(self.eval_cfg.metrics)
         scores = {}
         if distribution_metrics:
             scores.update(evaluate_folders(
                 generated, reference, distribution_metrics, extractor=self.extractor,
-                cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
-                kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
+                cache_dir=str(Path(self.data.root) / ".psr_cache"),
+                kid_subset_size=self.eval_cfg.kid_subset_size, progress=False,
             ))
         if paired_metrics:
-            options = _paired_options(self.cfg, None)
+            options = _paired_options(self.eval_cfg, None)
             labels_dir = options.pop("segmentation_labels")
             inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
             scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
@@ -260,23 +268,23 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         # Missing weights or labels of a paired metric fail now, not after the first epochs.
         from psr.metrics.paired import check_paired_requirements, split_metric_names
 
-        _, paired_metrics = split_metric_names(self.cfg.eval.metrics)
+        _, paired_metrics = split_metric_names(self.eval_cfg.metrics)
         if paired_metrics:
-            options = _paired_options(self.cfg, None)
+            options = _paired_options(self.eval_cfg, None)
             labels_dir = options.pop("segmentation_labels")
             check_paired_requirements(paired_metrics, labels_dir is not None, **options)
 
     def on_epoch_end(self, epoch, logs=None):
         from psr.metrics.paired import higher_is_better, result_key
 
-        if (epoch + 1) % self.cfg.eval.every_epochs:
+        if (epoch + 1) % self.eval_cfg.every_epochs:
             return
         scores = self.evaluate(epoch + 1)
-        value = float(scores[result_key(self.cfg.eval.best_metric)])
+        value = float(scores[result_key(self.eval_cfg.best_metric)])
         if logs is not None:
             logs.update({f"eval_{k}": float(v) for k, v in scores.items()})
         improved = self.best is None or (
-            value > self.best if higher_is_better(self.cfg.eval.best_metric) else value < self.best
+            value > self.best if higher_is_better(self.eval_cfg.best_metric) else value < self.best
         )
         if improved:
             from psr.export import export_generator
@@ -285,7 +293,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             from psr.trainers.checkpoints import write_checkpoint
 
             write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.inference_network(), keep=1)
-            export_generator(self.model.inference_network(), self.run_dir / "export_best", self.cfg.export.pad_multiple)
+            export_generator(self.model.inference_network(), self.run_dir / "export_best", self.pad_multiple)
             tmp = self.best_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1}))
+            tmp.write_text(json.dumps({"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1}))
             os.replace(tmp, self.best_file)

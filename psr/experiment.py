@@ -25,44 +25,17 @@ from typing import Optional
 
 import keras
 
-from psr.config import ExperimentConfig, config_from_dict, config_to_dict, dump_config
-from psr.errors import ConfigError, TrainingError
-
-# Keys whose change does not make a run directory a different experiment. Changing them on resume is
-# accepted (with a notice for the ones that change training): epochs extend a run; learning rate, loss
-# weights and loss switches are the fixes a non-finite loss asks for; none of them changes a variable's shape.
-RESUMABLE_KEYS = (
-    ("log",), ("export",), ("eval",), ("name",),
-    ("train", "jit_compile"), ("train", "epochs"), ("train", "decay_epochs"), ("train", "distribute"),
-    ("train", "learning_rate"), ("train", "beta_1"), ("train", "beta_2"), ("train", "epsilon"),
-    ("train", "deterministic"),
-    ("loss", "lambda_gan"), ("loss", "lambda_contrastive"), ("loss", "lambda_src"), ("loss", "lambda_identity"),
-    ("loss", "lambda_r1"), ("loss", "temperature"), ("loss", "contrastive"), ("loss", "src_divergence"),
-    ("loss", "reported_value"), ("loss", "layer_reduction"), ("loss", "branch_reduction"),
-    ("loss", "src_on_identity"), ("loss", "gan_mode"), ("loss", "curriculum"),
+from psr.config import (
+    DataConfig,
+    EvalConfig,
+    ExperimentConfig,
+    ExportConfig,
+    LogConfig,
+    TrainConfig,
+    dump_config,
+    resume_notices,
 )
-# Of those, the ones that only change bookkeeping (no notice).
-_QUIET_KEYS = (("log",), ("export",), ("eval",), ("name",), ("train", "jit_compile"), ("train", "epochs"),
-               ("train", "decay_epochs"))
-
-
-def _differences(old: dict, new: dict, prefix: tuple = ()) -> list[tuple]:
-    keys = []
-    for key in sorted(set(old) | set(new)):
-        path = prefix + (key,)
-        a, b = old.get(key), new.get(key)
-        if isinstance(a, dict) and isinstance(b, dict):
-            keys += _differences(a, b, path)
-        elif a != b:
-            keys.append(path)
-    return keys
-
-
-def _value(tree: dict, path: tuple):
-    for key in path:
-        tree = tree.get(key) if isinstance(tree, dict) else None
-    return tree
-
+from psr.errors import ConfigError
 
 def _write_text_atomic(path: Path, text: str) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -72,38 +45,6 @@ def _write_text_atomic(path: Path, text: str) -> None:
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)
-
-
-def check_run_dir(cfg: ExperimentConfig, run_dir: Path) -> list[str]:
-    """Refuses to resume a run directory that holds a different experiment.
-
-    Returns notices for the resumable keys that changed (e.g. a lower learning rate after a NaN).
-    """
-    import yaml
-
-    path = run_dir / "config.yaml"
-    if not path.is_file():
-        return []
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    raw.pop("resolved", None)
-    try:
-        # Read back through the parser: files written before a key existed get its default (`method`, ...).
-        old = config_to_dict(config_from_dict(raw))
-    except ConfigError:
-        old = raw
-    new = config_to_dict(cfg)
-    changed = _differences(old, new)
-    refused = [k for k in changed if not any(k[: len(p)] == p for p in RESUMABLE_KEYS)]
-    if refused:
-        names = ", ".join(".".join(k) for k in refused[:5])
-        raise ConfigError(
-            f"{run_dir} holds a run of a different configuration (changed: {names}). "
-            "Use another run directory (--set log.run_dir=...) or delete it to start over."
-        )
-    return [
-        f"{'.'.join(k)} {_value(old, k)!r} → {_value(new, k)!r}"
-        for k in changed if not any(k[: len(p)] == p for p in _QUIET_KEYS)
-    ]
 
 
 # === Interruption ===
@@ -121,11 +62,14 @@ class StopOnSignal(keras.callbacks.Callback):
     """Turns SIGTERM and SIGINT into a clean stop after the current step.
 
     The handler only records the signal; the step in flight finishes, then `Interrupted` is raised from
-    `on_train_batch_end`, where the trainer's state is consistent. A second SIGINT stops at once.
+    `on_train_batch_end`, where the trainer's state is consistent. On an epoch's last step it waits for
+    `on_epoch_end`, so the epoch's own work (sample grid, evaluation, its checkpoint) is done first; list
+    this callback last. A second SIGINT stops at once.
     """
 
-    def __init__(self):
+    def __init__(self, steps_per_epoch: int):
         super().__init__()
+        self.steps_per_epoch = steps_per_epoch
         self.received: Optional[str] = None
 
     def handler(self, signum, frame):
@@ -135,6 +79,10 @@ class StopOnSignal(keras.callbacks.Callback):
         self.received = name
 
     def on_train_batch_end(self, batch, logs=None):
+        if self.received and self.model.completed_steps % self.steps_per_epoch:
+            raise Interrupted(self.received)
+
+    def on_epoch_end(self, epoch, logs=None):
         if self.received:
             raise Interrupted(self.received)
 
@@ -157,35 +105,37 @@ def signal_handlers(stopper: StopOnSignal):
 # === The run ===
 
 
-def configure_determinism(cfg: ExperimentConfig) -> None:
+def configure_determinism(train: TrainConfig) -> None:
     """Seeds Python/NumPy/TensorFlow; with `train.deterministic`, TensorFlow's deterministic kernels too."""
     import tensorflow as tf
 
-    if cfg.train.seed is not None:
-        keras.utils.set_random_seed(cfg.train.seed)
-    if cfg.train.deterministic:
+    if train.seed is not None:
+        keras.utils.set_random_seed(train.seed)
+    if train.deterministic:
         tf.config.experimental.enable_op_determinism()
 
 
-def build_trainer(cfg: ExperimentConfig, inputs, strategy):
+def build_trainer(method, model, loss, train: TrainConfig, inputs, strategy):
     """The method's trainer, built in the strategy's scope under the run's dtype policy."""
-    from psr.methods import get_method
-
-    builder = get_method(cfg.method).trainer_builder()
+    builder = method.trainer_builder()
     # Layers take the dtype policy in force when they are built; restore it so that nothing else inherits it.
     previous_policy = keras.config.dtype_policy()
-    if cfg.train.mixed_precision:
+    if train.mixed_precision:
         keras.config.set_dtype_policy("mixed_bfloat16")
     try:
         with strategy.scope():
-            return builder(cfg.model, cfg.loss, cfg.train, inputs)
+            return builder(model, loss, train, inputs)
     finally:
         keras.config.set_dtype_policy(previous_policy)
 
 
-def training_callbacks(cfg: ExperimentConfig, run_dir: Path, trainer, data, state, chief: bool,
-                       feature_extractor=None) -> list:
-    """Every callback of a run, in order; only the chief gets those that write files."""
+def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run_dir: Path, data, state, chief: bool,
+                       evaluation: list) -> list:
+    """Every callback of a run, in order; only the chief gets those that write files.
+
+    `epochs`: epochs at the initial learning rate (crop jitter stops after them); `evaluation`: the
+    periodic-evaluation callbacks (chief only).
+    """
     from psr.callbacks import (
         CropJitterSwitch,
         LearningRateLogger,
@@ -200,18 +150,19 @@ def training_callbacks(cfg: ExperimentConfig, run_dir: Path, trainer, data, stat
 
     callbacks = [ScheduleDriver()]
     if hasattr(data, "jitter"):  # unaligned data: no crop jitter in decay epochs (spec §5)
-        callbacks.append(CropJitterSwitch(data.jitter, cfg.train.epochs, cfg.data.jitter_in_decay_epochs))
+        callbacks.append(CropJitterSwitch(data.jitter, epochs, data_cfg.jitter_in_decay_epochs))
     callbacks += [LearningRateLogger(), StepTimer(), NonFiniteLossGuard(run_dir / "checkpoints" / "latest")]
     if not chief:
         return callbacks
-    real_a, real_b = fixed_sample_batch(cfg.data, cfg.log.num_samples, data)
-    callbacks += [
-        CheckpointSaver(state, every_epochs=cfg.log.checkpoint_every_epochs,
-                        save_every_steps=cfg.log.save_every_steps, save_every_minutes=cfg.log.save_every_minutes),
-        SampleGrid(real_a, real_b, run_dir / "samples", run_dir / "tensorboard", cfg.log.sample_every_epochs),
-    ]
-    callbacks += evaluation_callbacks(cfg, run_dir, feature_extractor)
-    callbacks.append(TensorBoardLogger(run_dir / "tensorboard", cfg.log.log_every_steps))
+    real_a, real_b = fixed_sample_batch(data_cfg, log.num_samples, data)
+    callbacks.append(SampleGrid(real_a, real_b, run_dir / "samples", run_dir / "tensorboard", log.sample_every_epochs))
+    callbacks += evaluation
+    callbacks.append(TensorBoardLogger(run_dir / "tensorboard", log.log_every_steps))
+    # Last: an epoch's checkpoint is written once the epoch's other work is done, so a kill at any point
+    # either resumes before that work (and redoes it) or after all of it.
+    callbacks.append(CheckpointSaver(state, every_epochs=log.checkpoint_every_epochs,
+                                     save_every_steps=log.save_every_steps,
+                                     save_every_minutes=log.save_every_minutes))
     return callbacks
 
 
@@ -221,16 +172,17 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     `feature_extractor` replaces InceptionV3 in periodic evaluation (tests use a small random network).
     """
     from psr.data.builders import build_training_data
-    from psr.methods import TrainerInputs
+    from psr.methods import TrainerInputs, get_method
     from psr.trainers.checkpoints import TrainingState
     from psr.trainers.distribution import is_chief, make_strategy
 
     # MultiWorkerMirroredStrategy must exist before any other TensorFlow call of the process.
     strategy = make_strategy(cfg.train.distribute)
     chief = is_chief(strategy)
+    method = get_method(cfg.method)
     run_dir = Path(cfg.log.run_dir)
-    notices = check_run_dir(cfg, run_dir)
-    configure_determinism(cfg)
+    notices = resume_notices(run_dir / "config.yaml", cfg)
+    configure_determinism(cfg.train)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
         raise ConfigError(
@@ -252,7 +204,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         _write_text_atomic(run_dir / "config.yaml", dump_config(cfg, resolved))
 
     inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed)
-    trainer = build_trainer(cfg, inputs, strategy)
+    trainer = build_trainer(method, cfg.model, cfg.loss, cfg.train, inputs, strategy)
     state = TrainingState(run_dir / "checkpoints", trainer, keep=cfg.log.keep_checkpoints,
                           steps_per_epoch=steps_per_epoch)
     epoch, step_in_epoch = state.restore()
@@ -267,8 +219,11 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     elif done_steps:
         print(f"Resuming {run_dir} at epoch {epoch + 1}/{total}, step {step_in_epoch + 1}.", file=sys.stderr)
 
-    stopper = StopOnSignal()
-    callbacks = [stopper] + training_callbacks(cfg, run_dir, trainer, data, state, chief, feature_extractor)
+    stopper = StopOnSignal(steps_per_epoch)
+    evaluation = evaluation_callbacks(cfg.eval, cfg.data, cfg.export, method.eval_protocol, run_dir,
+                                      feature_extractor) if chief else []
+    callbacks = training_callbacks(cfg.data, cfg.log, cfg.train.epochs, run_dir, data, state, chief, evaluation)
+    callbacks.append(stopper)
 
     def epoch_data(steps: Optional[int] = None):
         dataset = data.dataset()
@@ -302,41 +257,42 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         raise Interrupted(name) from None
 
     if chief:
-        finish_run(cfg, run_dir, trainer.inference_network())
+        finish_run(cfg.export, cfg.data, run_dir, trainer.inference_network())
     return run_dir
 
 
-def finish_run(cfg: ExperimentConfig, run_dir: Path, network) -> None:
+def finish_run(export: ExportConfig, data: DataConfig, run_dir: Path, network) -> None:
     """After training: the export and, on the embedded synthetic data, the content scores."""
-    if cfg.export.after_training:
+    if export.after_training:
         from psr.export import export_generator
 
-        export_generator(network, run_dir / "export", cfg.export.pad_multiple)
-    if cfg.data.synthetic is not None and cfg.data.synthetic.kind == "shapes":
-        report_content_scores(cfg, run_dir, network)
+        export_generator(network, run_dir / "export", export.pad_multiple)
+    if data.synthetic is not None and data.synthetic.kind == "shapes":
+        report_content_scores(data, export.pad_multiple, run_dir, network)
 
 
-def evaluation_callbacks(cfg: ExperimentConfig, run_dir: Path, feature_extractor=None) -> list:
-    """Periodic FID/KID during training (`eval.every_epochs`), keeping the best checkpoint and export."""
-    if not cfg.eval.every_epochs:
+def evaluation_callbacks(eval_cfg: EvalConfig, data: DataConfig, export: ExportConfig, protocol: str,
+                         run_dir: Path, feature_extractor=None) -> list:
+    """Periodic evaluation during training (`eval.every_epochs`), keeping the best checkpoint and export."""
+    if not eval_cfg.every_epochs:
         return []
     from psr.evaluation import PeriodicEvaluation
 
-    return [PeriodicEvaluation(cfg, run_dir, extractor=feature_extractor)]
+    return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, protocol, run_dir, extractor=feature_extractor)]
 
 
-def report_content_scores(cfg: ExperimentConfig, run_dir: Path, generator) -> dict:
+def report_content_scores(data: DataConfig, pad_multiple: int, run_dir: Path, generator) -> dict:
     """Synthetic data has ground-truth translations: PSNR/SSIM of G(testA) against them, and of the input."""
-    from psr.data.builders import domain_folders
+    from psr.data.layout import domain_folders
     from psr.export import translate_any_size
     from psr.inference import translate_files
     from psr.metrics.content import content_scores
 
-    source, _ = domain_folders(cfg.data.root, cfg.data.direction, "test")
-    target = Path(cfg.data.root) / "testA_target"
+    source, _ = domain_folders(data.root, data.direction, "test")
+    target = Path(data.root) / "testA_target"
 
     def translator(images):
-        return translate_any_size(lambda x: generator(x, training=False), images, cfg.export.pad_multiple).numpy()
+        return translate_any_size(lambda x: generator(x, training=False), images, pad_multiple).numpy()
 
     out_dir = run_dir / "test_translations"
     translate_files(translator, [source], out_dir)
@@ -354,4 +310,4 @@ def report_content_scores(cfg: ExperimentConfig, run_dir: Path, generator) -> di
     return scores
 
 
-__all__ = ["RESUMABLE_KEYS", "check_run_dir", "train"]
+__all__ = ["train"]

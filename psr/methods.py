@@ -55,6 +55,8 @@ class Method:
     data_kinds: tuple = ("unaligned",)
     description: str = ""
     check: Optional[Callable[[Any], None]] = None  # cross-field checks of the method's sections
+    # The paper's evaluation protocol (`psr.metrics.extractors.PAPER_FEATURES`): which FID features `auto` uses.
+    eval_protocol: str = "single_modal"
 
     def trainer_builder(self) -> Callable[..., Any]:
         return _resolve(self.build_trainer)

@@ -82,6 +82,9 @@ DIRECTIONS = ("AtoB", "BtoA")
 SYNTHETIC_KINDS = ("shapes", "rocket_pair")
 DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
 FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")  # FID/KID features
+LPIPS_REFERENCES = ("input", "target")  # what a translation is compared with by the paired LPIPS metric
+SEGMENTATION_NETWORKS = ("drn_d_22", "drn_d_105")  # Cityscapes FCN-score networks (single-modal, compression)
+LABEL_FORMATS = ("color", "label_ids", "train_ids")
 
 
 # === Tables of implementations ===

@@ -231,7 +231,24 @@ def _read_legacy(path: str) -> Any:
     return result
 
 
+def _unwrap(state: Any) -> Any:
+    """A state dict saved inside a training checkpoint (`{"state_dict": ...}` / `{"model": ...}`)."""
+    if isinstance(state, dict):
+        for wrapper in ("state_dict", "model"):
+            if isinstance(state.get(wrapper), dict):
+                return state[wrapper]
+    return state
+
+
+def _strip_data_parallel(arrays: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Keys saved from `nn.DataParallel` all start with `module.`; the network's own names do not."""
+    if arrays and all(name.startswith("module.") for name in arrays):
+        return {name[len("module."):]: value for name, value in arrays.items()}
+    return arrays
+
+
 def _tensors_to_numpy(state: Any) -> dict[str, np.ndarray]:
+    state = _unwrap(state)
     if not isinstance(state, dict):
         raise _FormatError(f"the file holds a {type(state).__name__}, not a state dict")
     arrays = {}
@@ -246,7 +263,7 @@ def _tensors_to_numpy(state: Any) -> dict[str, np.ndarray]:
 def _read_with_torch(path: str) -> dict[str, np.ndarray]:
     import torch
 
-    state = torch.load(path, map_location="cpu", weights_only=True)
+    state = _unwrap(torch.load(path, map_location="cpu", weights_only=True))
     if not isinstance(state, dict):
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a state dict: pass the weights file itself."
@@ -260,6 +277,9 @@ def _read_with_torch(path: str) -> dict[str, np.ndarray]:
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     """Reads a PyTorch state dict file into `{name: array}` without importing torch.
+
+    Also accepts a state dict nested under `"state_dict"` or `"model"` (training checkpoints) and strips
+    the `module.` prefix of `nn.DataParallel` when every key has it.
 
     Tensors become C-contiguous NumPy arrays of their dtype (bfloat16 becomes
     float32); non-tensor entries (e.g. the `_metadata` of `state_dict()`) are
@@ -281,7 +301,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
         raise CheckpointError(f"Weights file not found: {path}. Pass the path of an existing .pth file.")
     try:
         state = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
-        return _tensors_to_numpy(state)
+        return _strip_data_parallel(_tensors_to_numpy(state))
     except (_FormatError, pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile,
             KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
         reason = " ".join(str(error).split()) or type(error).__name__
@@ -295,7 +315,7 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
             "`pip install torch` if it is a valid file in a format psr cannot read alone."
         ) from None
     try:
-        return _read_with_torch(path)
+        return _strip_data_parallel(_read_with_torch(path))
     except CheckpointError:
         raise
     except Exception as error:  # torch raises RuntimeError/UnpicklingError/… for broken files

@@ -132,7 +132,9 @@ def test_periodic_evaluation_checks_paired_requirements_at_train_begin(tmp_path)
 
     cfg = ExperimentConfig(eval=dataclasses.replace(EvalConfig(), every_epochs=1, metrics=("fid", "miou"),
                                                     best_metric="miou"))
-    callback = PeriodicEvaluation(cfg, tmp_path)
+    # FID's extractor is not under test here.
+    callback = PeriodicEvaluation(cfg.eval, cfg.data, cfg.export.pad_multiple, "single_modal", tmp_path,
+                                  extractor=object())
     with pytest.raises(ConfigError, match="fcn/miou need Cityscapes ground-truth labels"):
         callback.on_train_begin()
     assert higher_is_better("miou") and higher_is_better("fcn") and not higher_is_better("fid")

@@ -1,4 +1,4 @@
-"""`read_torch_state_dict`: both torch.save formats against PyTorch's own tensors, and refusals."""
+"""psr.torch_weights: nested state dicts, DataParallel prefixes, parameters and refused files (LPIPS / DRN weight layouts)."""
 
 import collections
 import pickle
@@ -62,5 +62,5 @@ def test_refuses_code_missing_and_damaged_files(state, tmp_path):
     assert "\n" not in str(error.value)
     not_a_dict = tmp_path / "list.pth"
     torch.save([torch.zeros(2)], not_a_dict)
-    with pytest.raises(CheckpointError, match="does not hold a state dict"):
+    with pytest.raises(CheckpointError, match="holds a list, not a state dict"):
         read_torch_state_dict(not_a_dict)

@@ -14,15 +14,9 @@ from typing import Optional
 import numpy as np
 
 from psr.config import DataConfig
+from psr.data.layout import domain_folders
 from psr.errors import DatasetError
 from psr.registry import DATA_KINDS
-
-
-def domain_folders(root, direction: str, phase: str = "test") -> tuple[Path, Path]:
-    """(source, target) folders `root/{phase}A`, `root/{phase}B` of a split, after the AtoB/BtoA swap."""
-    root = Path(root)
-    a, b = root / f"{phase}A", root / f"{phase}B"
-    return (a, b) if direction == "AtoB" else (b, a)
 
 
 def prepare_dataset_root(cfg: DataConfig) -> Path:

@@ -18,6 +18,7 @@ import tensorflow as tf
 from PIL import Image
 
 from psr.data.images import list_images, read_image, verify_images
+from psr.data.layout import domain_letters
 from psr.errors import DatasetError
 from psr.registry import DIRECTIONS, PREPROCESS_MODES
 
@@ -201,7 +202,7 @@ class UnalignedDataset:
         self.seed = seed
 
         # === Files ===
-        source, target = ("A", "B") if direction == "AtoB" else ("B", "A")
+        source, target = domain_letters(direction)
         phase_words = "training" if phase == "train" else "test"
         self._paths_a = self._list(source, f"{phase_words} images of domain {source}, the source")
         self._paths_b = self._list(target, f"{phase_words} images of domain {target}, the target")

@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Callable, Iterable
 
 from psr.errors import ConfigError, DatasetError
+from psr.registry import LPIPS_REFERENCES
 
 PairedMetric = Callable[..., dict]
 _PAIRED_METRICS: dict[str, PairedMetric] = {}
@@ -167,7 +168,7 @@ def check_paired_requirements(names: Iterable[str], inputs_have_labels: bool, **
                 raise ConfigError(
                     f"lpips needs {filename} ({found}): download it ({source}) and pass {flag} PATH (eval.{key})"
                 )
-    if options.get("lpips_against", "input") not in ("input", "target"):
+    if options.get("lpips_against", "input") not in LPIPS_REFERENCES:
         raise ConfigError(f"lpips_against must be input or target, got {options['lpips_against']!r}")
     if any(name in names for name in _NEEDS_LABELS):
         network = options.get("segmentation_network", "drn_d_22")

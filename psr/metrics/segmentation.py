@@ -40,6 +40,7 @@ from typing import Sequence
 import numpy as np
 
 from psr.errors import CheckpointError, ConfigError, DatasetError
+from psr.registry import LABEL_FORMATS
 
 NUM_CLASSES = 19
 IGNORE_LABEL = 255
@@ -65,7 +66,6 @@ LABEL_ID_TO_TRAIN_ID = np.full(256, IGNORE_LABEL, dtype=np.uint8)
 for _label_id, _train_id in _LABEL_ID_TO_TRAIN_ID.items():
     LABEL_ID_TO_TRAIN_ID[_label_id] = _train_id
 
-LABEL_FORMATS = ("color", "label_ids", "train_ids")
 SEGMENTATION_WEIGHTS = {"drn_d_22": "drn_d_22_cityscapes.pth", "drn_d_105": "drn-d-105_ms_cityscapes.pth"}
 WEIGHTS_SOURCE = (
     "DRN-D-22: the Cityscapes model of fyu/drn (used by pix2pix/CUT/Hneg_SRC get_mAP.py); "

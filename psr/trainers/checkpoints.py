@@ -28,7 +28,7 @@ from typing import Optional, Union
 
 import keras
 
-from psr.errors import CheckpointError
+from psr.errors import CheckpointError, TrainingError
 
 TRAINER_FILE = "trainer.weights.h5"
 GENERATOR_FILE = "generator.weights.h5"
@@ -61,8 +61,9 @@ def write_checkpoint(
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     name = f"ckpt-{epoch:05d}-{step:07d}"
+    for stale in folder.glob(".ckpt-*.tmp"):  # psr's own staging folders, left by a killed write
+        shutil.rmtree(stale, ignore_errors=True)
     staging = folder / f".{name}.tmp"
-    shutil.rmtree(staging, ignore_errors=True)
     staging.mkdir()
     if trainer is not None:
         trainer.save_weights(str(staging / TRAINER_FILE))
@@ -151,15 +152,24 @@ class TrainingState:
         return path
 
 
-class NonFiniteStateError(CheckpointError):
+def resume_advice(last_good: Optional[Path]) -> str:
+    """What to do after training diverged: where a rerun resumes, and the fix (these keys may change on resume)."""
+    if last_good is not None:
+        where = f"The last finite checkpoint is {last_good}; a rerun resumes from it."
+    else:
+        where = "No checkpoint was written before it, so a rerun starts from the beginning."
+    return (f"{where} Lower train.learning_rate (e.g. --set train.learning_rate=...) or a loss weight, "
+            "or check the data, then rerun.")
+
+
+class NonFiniteStateError(TrainingError):
     """The trainer holds NaN/inf values; no checkpoint was written."""
 
     def __init__(self, variables: list[str], last_good: Optional[Path]):
         self.variables = variables
         self.last_good = last_good
         shown = ", ".join(variables[:3]) + (f" and {len(variables) - 3} more" if len(variables) > 3 else "")
-        where = f"the last finite checkpoint is {last_good}" if last_good else "no finite checkpoint exists yet"
-        super().__init__(f"Not saving: non-finite values in {shown}; {where}.")
+        super().__init__(f"Training diverged: non-finite values in {shown}, not saved. {resume_advice(last_good)}")
 
 
 def _first_line(err: BaseException) -> str:
@@ -192,6 +202,10 @@ class CheckpointSaver(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.state.trainer.completed_steps
+        if self.state.steps_per_epoch and step % self.state.steps_per_epoch == 0:
+            # An epoch's last step: the epoch-end save follows once the epoch's other work (sample grid,
+            # evaluation, logs) is done. Saving here would let a kill in between skip that work on resume.
+            return
         if self.save_every_steps and step % self.save_every_steps == 0:
             self._save()
         elif self.save_every_seconds and self.clock() - self._last_save >= self.save_every_seconds:
