@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -19,8 +18,9 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from psr.config import ExperimentConfig
+from psr.config import ExperimentConfig, minimum_image_side
 from psr.errors import ConfigError
+from psr.rundir import RunDir, atomic_write_json, os_errors
 
 
 def translate_split(
@@ -29,21 +29,31 @@ def translate_split(
     out_dir: Union[str, Path],
     image_size: Optional[int] = 256,
     max_images: Optional[int] = None,
+    inputs: Sequence[Union[str, Path]] = (),
 ) -> Path:
-    """Translates a test folder into `out_dir` (emptied first), one PNG per input, same stem."""
+    """Translates a test folder into `out_dir`, one PNG per input, same stem.
+
+    The folder is written under a hidden staging name and swapped in (`psr.rundir.replace_folder`),
+    replacing an earlier psr translation folder only; a folder holding other files, or one inside
+    `source_dir` or any of `inputs`, is refused.
+    """
     from psr.data.images import save_image
     from psr.data.unaligned import make_test_dataset
+    from psr.rundir import replace_folder
 
-    out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
     dataset, paths = make_test_dataset(source_dir, image_size=image_size, batch_size=1)
     if max_images:
         paths = paths[:max_images]
-    for path, images in zip(paths, dataset):
-        result = translator(np.asarray(images))
-        save_image(np.asarray(result)[0], out_dir / f"{Path(path).stem}.png")
-    return out_dir
+
+    def write(staging: Path) -> None:
+        for path, images in zip(paths, dataset):
+            result = translator(np.asarray(images))
+            save_image(np.asarray(result)[0], staging / f"{Path(path).stem}.png")
+
+    return replace_folder(
+        out_dir, write, kind="eval_translations", inputs=[source_dir, *inputs],
+        fix="move those files elsewhere (psr replaces only folders it wrote)",
+    )
 
 
 def test_folders(data_root: Union[str, Path], direction: str) -> tuple[Path, Path]:
@@ -59,9 +69,9 @@ def make_extractor(inception_weights: Optional[str]):
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    from psr.rundir import append_line
+
+    append_line(path, json.dumps(record))
 
 
 def _write_scalars(log_dir: Path, step: int, values: dict, prefix: str = "eval/") -> None:
@@ -96,6 +106,11 @@ def evaluate_model(
     from psr.inference import load_translator
     from psr.metrics.registry import evaluate_folders
 
+    from psr.metrics.names import unknown_metric_message
+
+    problem = unknown_metric_message(metrics)
+    if problem:  # before any image is translated
+        raise ConfigError(f"--metrics: {problem}")
     model = Path(model)
     run_cfg = None
     if not is_saved_model(model):
@@ -109,8 +124,9 @@ def evaluate_model(
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
     source, reference = test_folders(data_root, direction)
     translator = load_translator(model, checkpoint=checkpoint)
-    work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
-    generated = translate_split(translator, source, work / "translations", image_size, max_images)
+    run = RunDir(model if run_cfg else model.parent / f"{model.name}_eval")
+    generated = translate_split(translator, source, run.eval_translations(checkpoint), image_size, max_images,
+                                inputs=[reference, model])
     extractor = extractor or make_extractor(inception_weights)
     cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
     scores = evaluate_folders(
@@ -119,16 +135,17 @@ def evaluate_model(
     )
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
-        "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
+        "num_images": sum(1 for p in Path(generated).iterdir() if p.suffix == ".png"), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
     }
     if run_cfg is not None:
         from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint
 
         path = latest_checkpoint(model, checkpoint)
         record["epoch"] = json.loads((path / STATE_FILE).read_text())["epoch"] if path else 0
-        (model / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        _append_jsonl(model / "eval.jsonl", record)
-        _write_scalars(model / "tensorboard" / "eval", record["epoch"], scores)
+        atomic_write_json(run.eval_json, record)
+        _append_jsonl(run.eval_jsonl, record)
+        with os_errors(run.tensorboard_eval):
+            _write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
 
 
@@ -144,8 +161,9 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         super().__init__()
         self.cfg = cfg
         self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         self.extractor = extractor
-        self.best_file = self.run_dir / "best.json"
+        self.best_file = self.run.best_json
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
 
     def evaluate(self, epoch: int) -> dict:
@@ -161,8 +179,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
         source, reference = test_folders(self.cfg.data.root, self.cfg.data.direction)
         generated = translate_split(
-            lambda x: run(tf.constant(x)).numpy(), source, self.run_dir / "eval" / "during_training",
-            image_size=self.cfg.data.crop_size, max_images=self.cfg.eval.max_images,
+            lambda x: run(tf.constant(x)).numpy(), source, self.run.eval_during_training,
+            image_size=self.cfg.data.crop_size, max_images=self.cfg.eval.max_images, inputs=[reference],
         )
         if self.extractor is None:
             self.extractor = make_extractor(self.cfg.eval.inception_weights)
@@ -171,7 +189,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             cache_dir=str(Path(self.cfg.data.root) / ".psr_cache"),
             kid_subset_size=self.cfg.eval.kid_subset_size, progress=False,
         )
-        _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **scores})
+        _append_jsonl(self.run.eval_jsonl, {"epoch": epoch, **scores})
         return scores
 
     def on_epoch_end(self, epoch, logs=None):
@@ -187,8 +205,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             self.best = value
             from psr.trainers.checkpoints import write_checkpoint
 
-            write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.generator, keep=1)
-            export_generator(self.model.generator, self.run_dir / "export_best", self.cfg.export.pad_multiple)
-            tmp = self.best_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1}))
-            os.replace(tmp, self.best_file)
+            write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, self.model.generator, keep=1)
+            export_generator(self.model.generator, self.run.export_best, self.cfg.export.pad_multiple,
+                             inputs=self.run.inputs,
+                             min_input_side=minimum_image_side(self.cfg.model.generator, self.cfg.export.pad_multiple))
+            atomic_write_json(self.best_file, {"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1})

@@ -4,29 +4,32 @@
 - `features`: `InceptionFeatures` and folder streaming/caching (`folder_statistics`).
 - `registry`: metrics by name (`register_metric`, `compute_metrics`, `evaluate_folders`).
 - `content`: `content_scores` (PSNR/SSIM between same-named images).
+- `names`: the metric names, without TensorFlow (configuration checks).
+
+The names below are imported on first use, so `psr.metrics.names` loads without TensorFlow.
 """
 
-from psr.metrics.content import content_scores
-from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
-from psr.metrics.features import (
-    FeatureExtractor,
-    InceptionFeatures,
-    folder_features,
-    folder_statistics,
-)
-from psr.metrics.registry import compute_metrics, evaluate_folders, list_metrics, register_metric
+import importlib
 
-__all__ = [
-    "FeatureExtractor",
-    "FeatureStatistics",
-    "InceptionFeatures",
-    "compute_metrics",
-    "content_scores",
-    "evaluate_folders",
-    "folder_features",
-    "folder_statistics",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "list_metrics",
-    "register_metric",
-]
+_EXPORTS = {
+    "content_scores": "psr.metrics.content",
+    "FeatureStatistics": "psr.metrics.distances",
+    "frechet_distance": "psr.metrics.distances",
+    "kernel_inception_distance": "psr.metrics.distances",
+    "FeatureExtractor": "psr.metrics.features",
+    "InceptionFeatures": "psr.metrics.features",
+    "folder_features": "psr.metrics.features",
+    "folder_statistics": "psr.metrics.features",
+    "compute_metrics": "psr.metrics.registry",
+    "evaluate_folders": "psr.metrics.registry",
+    "list_metrics": "psr.metrics.registry",
+    "register_metric": "psr.metrics.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'psr.metrics' has no attribute {name!r}")
