@@ -125,8 +125,9 @@ def evaluate_model(
     source, reference = test_folders(data_root, direction)
     translator = load_translator(model, checkpoint=checkpoint)
     run = RunDir(model if run_cfg else model.parent / f"{model.name}_eval")
+    model_inputs = RunDir(model).inputs if run_cfg else (model,)
     generated = translate_split(translator, source, run.eval_translations(checkpoint), image_size, max_images,
-                                inputs=[reference, model])
+                                inputs=[reference, *model_inputs])
     extractor = extractor or make_extractor(inception_weights)
     cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
     scores = evaluate_folders(

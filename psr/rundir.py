@@ -239,7 +239,7 @@ def check_output_path(
         if _is_within(real, source):
             relation = "is" if real == source else "lies inside"
             raise OutputError(
-                f"The {what} {path} {relation} the input {item}; choose a {what} outside the inputs."
+                f"The {what} {path} {relation} the input {item}; choose a folder outside the inputs."
             )
     ancestor = real
     while not ancestor.exists() and ancestor != ancestor.parent:
