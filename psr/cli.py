@@ -53,15 +53,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     from psr.export import export_generator
     from psr.inference import load_run_generator
 
-    from psr.config import minimum_image_side
     from psr.rundir import RunDir, check_output_path
 
     run = RunDir(args.run_dir)
     out = Path(args.output) if args.output else run.export_for(args.checkpoint)
     check_output_path(out, inputs=run.inputs, force=args.force)  # before the model is loaded
     generator, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
-    export_generator(generator, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force,
-                     min_input_side=minimum_image_side(cfg.model.generator, cfg.export.pad_multiple))
+    export_generator(generator, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force)
     print(f"Exported {checkpoint} → {out} (signatures: serving_default, translate_bytes)")
     return 0
 

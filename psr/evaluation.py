@@ -18,7 +18,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from psr.config import ExperimentConfig, minimum_image_side
+from psr.config import ExperimentConfig
 from psr.errors import ConfigError
 from psr.rundir import RunDir, atomic_write_json, os_errors
 
@@ -208,6 +208,5 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
             write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, self.model.generator, keep=1)
             export_generator(self.model.generator, self.run.export_best, self.cfg.export.pad_multiple,
-                             inputs=self.run.inputs,
-                             min_input_side=minimum_image_side(self.cfg.model.generator, self.cfg.export.pad_multiple))
+                             inputs=self.run.inputs)
             atomic_write_json(self.best_file, {"metric": self.cfg.eval.best_metric, "value": value, "epoch": epoch + 1})

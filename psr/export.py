@@ -60,9 +60,9 @@ def export_generator(
     The model is written into a hidden staging folder and renamed into place (`psr.rundir.replace_folder`):
     an earlier psr export is replaced, a folder holding anything else is refused unless `force`
     (then the export's files are added and nothing of the folder's own is touched). `inputs` are
-    paths the export must not be written into (the run directory's checkpoints and config);
-    `min_input_side` (the smallest image side the generator accepts) is recorded in the marker
-    for `main.py translate`.
+    paths the export must not be written into (the run directory's checkpoints and config).
+    The smallest image side the generator accepts (`min_input_side`, by default derived from
+    the generator) is recorded in the marker for `main.py translate`.
     """
     from psr.rundir import replace_folder
 
@@ -94,6 +94,8 @@ def export_generator(
         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
     )
     metadata = {"pad_multiple": pad_multiple}
+    if min_input_side is None:
+        min_input_side = generator_min_input_side(generator, pad_multiple)
     if min_input_side is not None:
         metadata["min_input_side"] = int(min_input_side)
     return replace_folder(
@@ -104,6 +106,18 @@ def export_generator(
 
 def is_saved_model(path: Union[str, Path]) -> bool:
     return (Path(path) / "saved_model.pb").is_file()
+
+
+def generator_min_input_side(generator: keras.Model, pad_multiple: int = 4) -> Optional[int]:
+    """The smallest image side a psr generator translates (`psr.config.minimum_image_side`), None if unknown."""
+    from psr.config import GeneratorConfig, minimum_image_side
+    from psr.models import ResnetGenerator, StyleGAN2Generator
+
+    if isinstance(generator, ResnetGenerator):
+        return minimum_image_side(GeneratorConfig(architecture="resnet", num_blocks=generator.num_blocks), pad_multiple)
+    if isinstance(generator, StyleGAN2Generator):
+        return minimum_image_side(GeneratorConfig(architecture="stylegan2"), pad_multiple)
+    return None
 
 
 def exported_min_input_side(path: Union[str, Path]) -> Optional[int]:

@@ -18,6 +18,7 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import shutil
@@ -87,7 +88,10 @@ def fsync_tree(folder: PathLike) -> None:
 
 def _make_parent(path: Path) -> None:
     with os_errors(path.parent):
-        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except FileExistsError:  # a file sits where a folder of the path belongs
+            raise NotADirectoryError(errno.ENOTDIR, os.strerror(errno.ENOTDIR), os.fspath(path.parent)) from None
 
 
 def atomic_write_file(path: PathLike, write: Callable[[BinaryIO], None]) -> Path:

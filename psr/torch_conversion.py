@@ -13,7 +13,7 @@ import hashlib
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
-from psr.config import dump_config, load_experiment, minimum_image_side
+from psr.config import dump_config, load_experiment
 from psr.errors import CheckpointError, OutputError
 from psr.rundir import RunDir, atomic_write_json, atomic_write_text, check_output_path, os_errors, staged_folder
 from psr.trainers.checkpoints import write_checkpoint
@@ -86,6 +86,5 @@ def import_torch_generator(
         if export:
             from psr.export import export_generator
 
-            export_generator(generator, run.export, cfg.export.pad_multiple,
-                             min_input_side=minimum_image_side(cfg.model.generator, cfg.export.pad_multiple))
+            export_generator(generator, run.export, cfg.export.pad_multiple)
     return output
