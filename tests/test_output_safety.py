@@ -41,12 +41,20 @@ def one_line(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny trained run (1 step) with its export, shared by the tests of this file (read-only for them)."""
-    from psr.experiment import train
+    """A tiny run directory (config, a checkpoint of random weights, `main.py export`), as training leaves it."""
+    from psr.builders import build_generator
+    from psr.config import dump_config
+    from psr.rundir import RunDir, atomic_write_text
+    from psr.trainers.checkpoints import write_checkpoint
 
     root = tmp_path_factory.mktemp("safety")
-    cfg = tiny_config(root, train={"epochs": 1, "decay_epochs": 0, "steps_per_epoch": 1})
-    return train(cfg, progress=False)
+    cfg = tiny_config(root)
+    run = RunDir(cfg.log.run_dir).claim()
+    atomic_write_text(run.config, dump_config(cfg))
+    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
+    write_checkpoint(run.checkpoints_latest, 1, 0, generator)
+    assert main(["export", str(run.path)]) == 0
+    return run.path
 
 
 def photos(folder: Path, count: int = 2, size=(12, 10)) -> Path:
@@ -85,21 +93,19 @@ def test_export_refuses_a_foreign_folder_then_force_adds_without_deleting(run_di
     assert os.listdir(target) == ["notes.txt"]
     assert main(["export", str(run_dir), "-o", str(target), "--force"]) == 0
     assert (target / "notes.txt").read_text() == "keep" and (target / "saved_model.pb").is_file()
-    # A second export replaces the first (psr's entries) and still keeps the user's file.
-    assert main(["export", str(run_dir), "-o", str(target), "--force"]) == 0
-    assert (target / "notes.txt").read_text() == "keep"
+    # (A second forced write replacing only psr's entries: tests/test_rundir.py.)
     marker = json.loads((target / OUTPUT_MARKER).read_text())
     assert "notes.txt" not in marker["entries"] and "saved_model.pb" in marker["entries"]
     assert marker["min_input_side"] == 5  # ResNet with blocks: see test_translate_refuses_too_small_images
 
 
-def test_export_replaces_an_earlier_psr_export(run_dir, tmp_path):
-    target = tmp_path / "exp"
-    assert main(["export", str(run_dir), "-o", str(target)]) == 0
+def test_export_replaces_an_earlier_psr_export(run_dir):
+    target = run_dir / "export"
+    assert (target / "saved_model.pb").is_file()  # the fixture's `main.py export RUN`
     (target / "variables" / "stale").write_text("psr wrote this folder")
-    assert main(["export", str(run_dir), "-o", str(target)]) == 0
-    assert not (target / "variables" / "stale").exists()
-    assert not [p for p in tmp_path.iterdir() if p.name.startswith(".")]  # no staging or trash left
+    assert main(["export", str(run_dir)]) == 0
+    assert not (target / "variables" / "stale").exists() and (target / "saved_model.pb").is_file()
+    assert not [p for p in run_dir.iterdir() if "psr-" in p.name]  # no staging or trash left
 
 
 def test_subprocess_export_into_the_run_is_one_line_without_traceback(run_dir):
