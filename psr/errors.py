@@ -40,7 +40,14 @@ class OutputError(PsrError):
 
 
 class StorageError(PsrError):
-    """The operating system refused a read or write (read-only, no space, not a folder, ...)."""
+    """The operating system refused a read or write (read-only, no space, not a folder, ...).
+
+    `errno` is the fault's code when known, so an outer writer can name its own path instead.
+    """
+
+    def __init__(self, message: str, errno: Optional[int] = None):
+        super().__init__(message)
+        self.errno = errno
 
 
 # errno → (what happened, the fix). Messages name the path in front of these.

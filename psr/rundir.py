@@ -44,19 +44,28 @@ _LEGACY_CONFIG_SECTIONS = {"data", "model", "train"}
 
 
 @contextlib.contextmanager
-def os_errors(path: PathLike) -> Iterator[None]:
-    """Re-raises an operating-system fault (also one TensorFlow or HDF5 wrapped) as a one-line `StorageError`."""
+def os_errors(path: PathLike, rename_inner: bool = False) -> Iterator[None]:
+    """Re-raises an operating-system fault (also one TensorFlow or HDF5 wrapped) as a one-line `StorageError`.
+
+    With `rename_inner`, a `StorageError` from a write nested inside (a file in a staging folder the
+    user never sees) is re-described with `path`, the folder the user asked for.
+    """
     from psr.errors import os_fault_errno
 
     try:
         yield
+    except StorageError as err:
+        if rename_inner and err.errno is not None:
+            raise StorageError(describe_os_error(err, path), err.errno) from None
+        raise
     except PsrError:
         raise
     except OSError as err:
-        raise StorageError(describe_os_error(err, path)) from None
+        raise StorageError(describe_os_error(err, path), os_fault_errno(err)) from None
     except Exception as err:
-        if type(err).__module__.split(".")[0] in ("tensorflow", "h5py", "keras") and os_fault_errno(err) is not None:
-            raise StorageError(describe_os_error(err, path)) from None
+        code = os_fault_errno(err)
+        if type(err).__module__.split(".")[0] in ("tensorflow", "h5py", "keras") and code is not None:
+            raise StorageError(describe_os_error(err, path), code) from None
         raise
 
 
@@ -288,7 +297,7 @@ def replace_folder(
     real = resolve(target)  # `-o .` has no name; a symlinked folder is replaced where it really is
     if state.replaceable:
         with staged_folder(target) as staging:
-            with os_errors(target):
+            with os_errors(target, rename_inner=True):
                 build(staging)
                 _write_marker(staging, kind, os.listdir(staging), True, metadata)
         return target
@@ -296,7 +305,7 @@ def replace_folder(
     with os_errors(target):
         staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{real.name}-", dir=real))
     try:
-        with os_errors(target):
+        with os_errors(target, rename_inner=True):
             build(staging)
             entries = sorted(os.listdir(staging))
             clash = set(entries) & state.foreign
@@ -326,8 +335,8 @@ def staged_folder(target: PathLike) -> Iterator[Path]:
     with os_errors(target):
         staging = Path(tempfile.mkdtemp(prefix=f".{real.name}{_STAGING}", dir=real.parent))
     try:
-        yield staging
-        with os_errors(target):
+        with os_errors(target, rename_inner=True):
+            yield staging
             fsync_tree(staging)
             _swap_in(staging, real)
     finally:

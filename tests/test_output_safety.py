@@ -14,7 +14,7 @@ from PIL import Image
 from psr.cli import main
 from psr.rundir import OUTPUT_MARKER, RUN_MARKER
 
-from e2e_helpers import tiny_config, tiny_raw, write_yaml
+from e2e_helpers import make_tiny_run, tiny_raw, write_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.slow
@@ -41,20 +41,8 @@ def one_line(err: str) -> str:
 
 @pytest.fixture(scope="module")
 def run_dir(tmp_path_factory):
-    """A tiny run directory (config, a checkpoint of random weights, `main.py export`), as training leaves it."""
-    from psr.builders import build_generator
-    from psr.config import dump_config
-    from psr.rundir import RunDir, atomic_write_text
-    from psr.trainers.checkpoints import write_checkpoint
-
-    root = tmp_path_factory.mktemp("safety")
-    cfg = tiny_config(root)
-    run = RunDir(cfg.log.run_dir).claim()
-    atomic_write_text(run.config, dump_config(cfg))
-    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
-    write_checkpoint(run.checkpoints_latest, 1, 0, generator)
-    assert main(["export", str(run.path)]) == 0
-    return run.path
+    """A tiny run directory with its export, shared by the tests of this file."""
+    return make_tiny_run(tmp_path_factory.mktemp("safety"))
 
 
 def photos(folder: Path, count: int = 2, size=(12, 10)) -> Path:
@@ -101,7 +89,7 @@ def test_export_refuses_a_foreign_folder_then_force_adds_without_deleting(run_di
 
 def test_export_replaces_an_earlier_psr_export(run_dir):
     target = run_dir / "export"
-    assert (target / "saved_model.pb").is_file()  # the fixture's `main.py export RUN`
+    assert (target / "saved_model.pb").is_file()  # the fixture's export
     (target / "variables" / "stale").write_text("psr wrote this folder")
     assert main(["export", str(run_dir)]) == 0
     assert not (target / "variables" / "stale").exists() and (target / "saved_model.pb").is_file()
