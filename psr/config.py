@@ -445,7 +445,7 @@ def load_run_config(run_dir: Union[str, Path]) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a psr run directory (no config.yaml). Pass the folder `main.py run` created.")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = yaml.safe_load(read_config_text(path)) or {}
     raw.pop("resolved", None)
     try:
         return config_from_dict(raw)

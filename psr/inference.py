@@ -8,7 +8,7 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from psr.errors import CheckpointError, DatasetError
+from psr.errors import CheckpointError, DatasetError, OutputError
 from psr.config import minimum_image_side
 from psr.export import SIGNATURE_FLOAT, exported_min_input_side, is_saved_model, translate_any_size
 
@@ -124,12 +124,19 @@ def translate_files(
     sizes are checked against the translator's `min_input_side` before anything is written.
     """
     from psr.data.images import encode_image, read_image
-    from psr.rundir import open_output_folder
+    from psr.rundir import open_output_folder, resolve
 
     inputs = list(inputs)
     files = expand_inputs(inputs)
     names = output_names(files)
     check_image_sizes(files, getattr(translator, "min_input_side", None))
+    sources = {resolve(path) for path in files}
+    for name in names:  # an input file given by name inside the output folder (e.g. out/a.png -o out)
+        if resolve(Path(output_dir) / name) in sources:
+            raise OutputError(
+                f"Translating into {output_dir} would overwrite the input {Path(output_dir) / name}; "
+                "choose an output folder that holds no input."
+            )
     folder = open_output_folder(output_dir, names, kind="translations", inputs=inputs, force=force)
     written = []
     for index, (path, name) in enumerate(zip(files, names)):

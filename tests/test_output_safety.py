@@ -153,6 +153,19 @@ def test_translate_outputs_are_not_translated_again(run_dir, tmp_path):
     assert tree_hash(out) == first and sorted(os.listdir(out)) == [OUTPUT_MARKER, "p0.png", "p1.png"]
 
 
+def test_translate_never_overwrites_an_input_named_inside_the_output(run_dir, tmp_path, capsys):
+    source = photos(tmp_path / "in")
+    out = tmp_path / "out"
+    assert main(["translate", str(run_dir), str(source), "-o", str(out), "--quiet"]) == 0
+    before = tree_hash(out)
+    code, err = cli(["translate", str(run_dir), str(out / "p0.png"), "-o", str(out), "--quiet"], capsys)
+    assert code == 2 and one_line(err) == (
+        f"Translating into {out} would overwrite the input {out / 'p0.png'}; choose an output folder that "
+        "holds no input."
+    )
+    assert tree_hash(out) == before
+
+
 def test_translate_dot_in_a_foreign_folder_is_refused_in_a_subprocess(run_dir, tmp_path):
     work = photos(tmp_path / "work")
     before = tree_hash(work)
