@@ -540,7 +540,9 @@ def read_config_text(path: Union[str, Path]) -> str:
     """The text of an experiment file; a missing path, a folder or a file that is not UTF-8 text is refused."""
     path = Path(path)
     if path.is_dir():
-        raise ConfigError(f"{path} is a folder, not an experiment file; pass a YAML file such as experiments/quickstart.yaml.")
+        raise ConfigError(
+            f"{path} is a folder, not an experiment file; pass a YAML file such as experiments/quickstart.yaml."
+        )
     if not path.is_file():
         raise ConfigError(f"Experiment file not found: {path}. Pass a YAML file such as experiments/quickstart.yaml.")
     try:

@@ -136,7 +136,8 @@ def evaluate_model(
     )
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
-        "num_images": sum(1 for p in Path(generated).iterdir() if p.suffix == ".png"), "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
+        "num_images": sum(1 for p in Path(generated).iterdir() if p.suffix == ".png"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **scores,
     }
     if run_cfg is not None:
         from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint

@@ -242,7 +242,7 @@ class UnalignedDataset:
         for path in paths:
             with Image.open(path) as image:
                 width, height = image.size
-            size = (int(round(width / _SIZE_MULTIPLE) * _SIZE_MULTIPLE), int(round(height / _SIZE_MULTIPLE) * _SIZE_MULTIPLE))
+            size = tuple(int(round(side / _SIZE_MULTIPLE) * _SIZE_MULTIPLE) for side in (width, height))
             if first is None:
                 first = (path, width, height, size)
             elif size != first[3]:
