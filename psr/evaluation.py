@@ -117,6 +117,7 @@ def evaluate_model(
         from psr.config import load_run_config
 
         run_cfg = load_run_config(model)
+        RunDir(model).adopt_legacy()  # an older psr's eval/ folders become replaceable as psr's own
     if data_root is None:
         if run_cfg is None:
             raise ConfigError("--data is required with an exported model: pass the dataset root holding testA/testB.")

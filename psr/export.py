@@ -54,6 +54,7 @@ def export_generator(
     inputs: Sequence[Union[str, Path]] = (),
     force: bool = False,
     min_input_side: Optional[int] = None,
+    fix: Optional[str] = None,
 ) -> Path:
     """Writes a SavedModel with the float and bytes signatures into `path`, atomically.
 
@@ -62,7 +63,8 @@ def export_generator(
     (then the export's files are added and nothing of the folder's own is touched). `inputs` are
     paths the export must not be written into (the run directory's checkpoints and config).
     The smallest image side the generator accepts (`min_input_side`, by default derived from
-    the generator) is recorded in the marker for `main.py translate`.
+    the generator) is recorded in the marker for `main.py translate`. `fix` replaces the advice
+    given when `path` holds foreign files (`main.py run` has no --force).
     """
     from psr.rundir import replace_folder
 
@@ -98,9 +100,10 @@ def export_generator(
         min_input_side = generator_min_input_side(generator, pad_multiple)
     if min_input_side is not None:
         metadata["min_input_side"] = int(min_input_side)
+    options = {"fix": fix} if fix else {}
     return replace_folder(
         path, lambda staging: archive.write_out(str(staging), verbose=False), kind="export",
-        inputs=inputs, force=force, metadata=metadata,
+        inputs=inputs, force=force, metadata=metadata, **options,
     )
 
 

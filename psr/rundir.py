@@ -580,7 +580,9 @@ class RunDir:
             raise OutputError(f"The run directory {path} runs through the file {ancestor}, not a folder; {fix}.")
         if self.is_marked():
             return self
-        if path.is_dir() and any(path.iterdir()) and not self.is_legacy():
+        if self.is_legacy():
+            return self.adopt_legacy()
+        if path.is_dir() and any(path.iterdir()):
             foreign = [entry for entry in os.listdir(path)]
             raise OutputError(
                 f"{path} is not empty and is not a psr run directory (it holds {_names(foreign)}); {fix}."
@@ -588,4 +590,23 @@ class RunDir:
         with os_errors(path):
             path.mkdir(parents=True, exist_ok=True)
         atomic_write_json(self.marker, {"psr": "run"})
+        return self
+
+    def legacy_output_folders(self) -> list[Path]:
+        """The output folders an older psr wrote in this run without markers."""
+        folders = [self.export, self.export_best, self.test_translations, self.eval_during_training]
+        if self.eval_dir.is_dir():
+            folders += [entry / "translations" for entry in sorted(self.eval_dir.iterdir()) if entry.is_dir()]
+        return [folder for folder in folders if folder.is_dir() and read_output_marker(folder) is None]
+
+    def adopt_legacy(self) -> "RunDir":
+        """Marks a run written before markers existed, and the output folders psr wrote in it, as psr's.
+
+        Nothing is moved or deleted; later writes may then replace those folders as psr's own.
+        """
+        if not self.is_legacy() or self.is_marked():
+            return self
+        for folder in self.legacy_output_folders():
+            _write_marker(folder, "legacy", os.listdir(folder), True, {})
+        atomic_write_json(self.marker, {"psr": "run", "adopted": True})
         return self

@@ -265,3 +265,21 @@ def test_staged_folder_swaps_in_whole(tmp_path):
         (staging / "x").write_text("1")
         assert not target.exists()  # nothing visible before the rename
     assert os.listdir(target) == ["x"] and leftovers(tmp_path) == []
+
+
+def test_adopting_a_legacy_run_marks_its_output_folders_without_touching_them(tmp_path):
+    folder = tmp_path / "old_run"
+    (folder / "checkpoints" / "latest").mkdir(parents=True)
+    (folder / "config.yaml").write_text("name: x\ndata: {}\nmodel: {}\ntrain: {}\n")
+    for sub in ("test_translations", "eval/latest/translations"):
+        (folder / sub).mkdir(parents=True)
+        (folder / sub / "0000.png").write_bytes(b"png")
+    before = tree_hash(folder)
+    RunDir(folder).claim()
+    after = tree_hash(folder)
+    assert {k: v for k, v in after.items() if not k.endswith((OUTPUT_MARKER, RUN_MARKER))} == before
+    for sub in ("test_translations", "eval/latest/translations"):
+        assert json.loads((folder / sub / OUTPUT_MARKER).read_text())["entries"] == ["0000.png"]
+    # Now psr may replace them as its own.
+    replace_folder(folder / "test_translations", lambda f: (f / "0001.png").write_bytes(b"new"), kind="translations")
+    assert sorted(os.listdir(folder / "test_translations")) == [OUTPUT_MARKER, "0001.png"]
