@@ -52,7 +52,6 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from psr.export import export_generator
     from psr.inference import load_run_generator
-
     from psr.rundir import RunDir, check_output_path
 
     run = RunDir(args.run_dir)
@@ -185,7 +184,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     except Exception as err:
         # An input problem found inside TensorFlow (a file that broke after start-up) arrives wrapped,
         # as do operating-system faults met by TensorFlow's own file writers.
-        if not type(err).__module__.split(".")[0] in ("tensorflow", "h5py"):
+        if type(err).__module__.split(".")[0] not in ("tensorflow", "h5py"):
             raise
         message = wrapped_user_error(err)
         if message is None and os_fault_errno(err) is not None:
