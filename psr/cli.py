@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import psr  # noqa: F401  (sets the Keras backend before keras is imported)
-from psr.errors import PsrError, wrapped_user_error
+from psr.errors import ConfigError, PsrError, describe_os_error, os_fault_errno, wrapped_user_error
 from psr.runtime import configure_host_memory
 
 
@@ -38,6 +38,10 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"# method: {cfg.method} — {get_method(cfg.method).description}")
         print(dump_config(cfg), end="")
         return 0
+    from psr.rundir import RunDir
+
+    # Before anything is written: the folder must be new, empty or a psr run (marked now).
+    RunDir(cfg.log.run_dir).claim()
     from psr.experiment import train
 
     try:
@@ -52,33 +56,41 @@ def cmd_run(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from psr.export import export_generator
     from psr.inference import load_run_generator
+    from psr.rundir import RunDir, check_output_path
 
+    run = RunDir(args.run_dir)
+    out = Path(args.output) if args.output else run.export_for(args.checkpoint)
+    check_output_path(out, inputs=run.inputs, force=args.force)  # before the model is loaded
     generator, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
-    default = "export" if args.checkpoint == "latest" else f"export_{args.checkpoint}"
-    out = Path(args.output) if args.output else Path(args.run_dir) / default
-    export_generator(generator, out, cfg.export.pad_multiple)
+    export_generator(generator, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force)
     print(f"Exported {checkpoint} → {out} (signatures: serving_default, translate_bytes)")
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
     from psr.inference import load_translator, translate_files
+    from psr.rundir import check_output_path
 
+    check_output_path(args.output, inputs=args.inputs, force=args.force)  # before the model is loaded
     translator = load_translator(args.model, checkpoint=args.checkpoint)
 
     def progress(done: int, total: int, path: Path) -> None:
         if not args.quiet:
             print(f"[{done}/{total}] {path}", file=sys.stderr)
 
-    written = translate_files(translator, args.inputs, args.output, progress)
+    written = translate_files(translator, args.inputs, args.output, progress, force=args.force)
     print(f"Wrote {len(written)} images to {args.output}")
     return 0
 
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from psr.evaluation import evaluate_model
+    from psr.metrics.names import unknown_metric_message
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
+    problem = unknown_metric_message(metrics)
+    if problem:  # before the model is loaded or any image translated
+        raise ConfigError(f"--metrics: {problem}")
     results = evaluate_model(
         args.model,
         data_root=args.data,
@@ -132,6 +144,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("run_dir")
     export.add_argument("-o", "--output", help="output folder (default: RUN_DIR/export)")
     export.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    export.add_argument("--force", action="store_true",
+                        help="write into a folder that holds other files (none of them is deleted or overwritten)")
     export.set_defaults(func=cmd_export)
 
     translate = sub.add_parser("translate", help="translate image files or folders at any resolution")
@@ -140,6 +154,8 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("-o", "--output", required=True, help="output folder")
     translate.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
     translate.add_argument("--quiet", action="store_true")
+    translate.add_argument("--force", action="store_true",
+                           help="write into a folder that holds other files (none of them is overwritten)")
     translate.set_defaults(func=cmd_translate)
 
     ev = sub.add_parser("eval", help="FID/KID/LPIPS/FCN scores of a model's translations of the test split")
@@ -187,12 +203,23 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         configure_host_memory()  # before TensorFlow starts its threads (see psr/runtime.py)
         return args.func(args)
     except PsrError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
+        return _fail(str(err))
+    except OSError as err:
+        # A fault of the machine (read-only folder, full disk, a file where a folder belongs): one line.
+        return _fail(describe_os_error(err))
     except Exception as err:
-        # An input problem found inside TensorFlow (a file that broke after start-up) arrives wrapped.
-        message = wrapped_user_error(err) if type(err).__module__.startswith("tensorflow") else None
+        # An input problem found inside TensorFlow (a file that broke after start-up) arrives wrapped,
+        # as do operating-system faults met by TensorFlow's own file writers.
+        if type(err).__module__.split(".")[0] not in ("tensorflow", "h5py"):
+            raise
+        message = wrapped_user_error(err)
+        if message is None and os_fault_errno(err) is not None:
+            message = describe_os_error(err)
         if message is None:
             raise
-        print(f"error: {message}", file=sys.stderr)
-        return 2
+        return _fail(message)
+
+
+def _fail(message: str) -> int:
+    print(f"error: {message.splitlines()[0] if message else 'unknown error'}", file=sys.stderr)
+    return 2

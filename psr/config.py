@@ -369,6 +369,7 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
             "train.jit_compile does not work under tf.distribute (XLA cannot reach the other replicas' "
             "variables); set train.jit_compile: false or train.distribute: none."
         )
+    check_eval_metrics(cfg)
 
 
 def check_single_modal(cfg: ExperimentConfig) -> None:
@@ -382,6 +383,7 @@ def check_single_modal(cfg: ExperimentConfig) -> None:
         raise ConfigError("loss.curriculum.step_epoch only applies to mode 'linear'; remove it or set mode: linear.")
     if cfg.loss.lambda_identity > 0 and not cfg.loss.identity_branch:
         raise ConfigError("loss.lambda_identity needs loss.identity_branch: true (it compares G(y) with y).")
+    check_crop_size(cfg)
 
 
 # === Overrides (`--set a.b=c`) ===
@@ -477,10 +479,9 @@ def _section(raw: dict, name: str) -> dict:
 def load_experiment(path: Union[str, Path], overrides: Optional[list[str]] = None) -> ExperimentConfig:
     """Reads, validates and returns an experiment. Raises `ConfigError` with a one-line message."""
     path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"Experiment file not found: {path}. Pass a YAML file such as experiments/quickstart.yaml.")
+    text = read_config_text(path)
     try:
-        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+        raw = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark else ""
@@ -581,9 +582,116 @@ def load_run_config(run_dir: Union[str, Path]) -> ExperimentConfig:
     path = Path(run_dir) / "config.yaml"
     if not path.is_file():
         raise ConfigError(f"{run_dir} is not a psr run directory (no config.yaml). Pass the folder `main.py run` created.")
-    raw = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    raw = yaml.safe_load(read_config_text(path)) or {}
     raw.pop("resolved", None)
     try:
         return config_from_dict(raw)
     except ConfigError as err:
         raise ConfigError(f"{path}: {err}") from None
+
+
+# === Load-time checks (sizes, metric names, the file itself) ===
+
+# The StyleGAN2 networks' channel tables exist for these resolutions (psr/models/stylegan2.py).
+_STYLEGAN2_RESOLUTIONS = (4, 8, 16, 32, 64, 128, 256, 512, 1024)
+# The CUT ResNet generator halves the resolution twice (two stride-2 convolutions or blur-downsamplings).
+_RESNET_DOWNSAMPLINGS = 2
+
+
+def _stylegan2_table_resolution(crop_size: int) -> int:
+    """2^round(log2(crop_size)) as the StyleGAN2 networks compute it (NumPy's round: half to even)."""
+    exponent = math.log2(crop_size)
+    nearest = round(exponent)  # Python's round is half to even too
+    return 2 ** nearest
+
+
+def check_crop_size(cfg: ExperimentConfig) -> None:
+    """`data.crop_size` must suit the generator's downsamplings and the networks' size tables."""
+    crop = cfg.data.crop_size
+    g, d = cfg.model.generator, cfg.model.discriminator
+    if g.architecture == "resnet" or cfg.data.kind == "unaligned":
+        multiple = 2 ** _RESNET_DOWNSAMPLINGS
+        if crop % multiple:
+            why = "the ResNet generator halves it twice" if g.architecture == "resnet" else "the data pipeline"
+            raise ConfigError(
+                f"data.crop_size {crop} is not a multiple of {multiple} ({why}); "
+                f"use {crop - crop % multiple or multiple} or {crop + multiple - crop % multiple}."
+            )
+    if g.architecture == "stylegan2":
+        multiple = 2 ** g.num_downsampling
+        if crop % multiple:
+            raise ConfigError(
+                f"data.crop_size {crop} is not a multiple of {multiple} (2^model.generator.num_downsampling); "
+                f"use {crop - crop % multiple or multiple} or {crop + multiple - crop % multiple}."
+            )
+        table = _stylegan2_table_resolution(crop)
+        if table not in _STYLEGAN2_RESOLUTIONS or table // multiple not in _STYLEGAN2_RESOLUTIONS:
+            raise ConfigError(
+                f"data.crop_size {crop} with model.generator.num_downsampling {g.num_downsampling} is outside the "
+                f"StyleGAN2 generator's tables (2^round(log2(crop_size)) / 2^num_downsampling must lie in 4..1024); "
+                "choose another crop_size or num_downsampling."
+            )
+    if d.architecture == "stylegan2" and crop not in _STYLEGAN2_RESOLUTIONS:
+        raise ConfigError(
+            f"data.crop_size {crop} must be a power of two from 4 to 1024 for the StyleGAN2 discriminator; "
+            f"use {_stylegan2_table_resolution(min(max(crop, 4), 1024))}."
+        )
+
+
+def check_eval_metrics(cfg: ExperimentConfig) -> None:
+    """`eval.metrics` names must be registered metrics (checked without importing TensorFlow)."""
+    from psr.metrics.names import unknown_metric_message
+
+    problem = unknown_metric_message(cfg.eval.metrics)
+    if problem:
+        raise ConfigError(f"eval.metrics: {problem}")
+
+
+def minimum_image_side(generator: GeneratorConfig, pad_multiple: int = 4) -> int:
+    """The smallest image side `translate` accepts: inputs are reflect-padded to `pad_multiple`, then
+    the generator's own reflection pads need sides larger than the padding at every resolution.
+
+    - reflect-padding a side h up to a multiple m adds (-h) % m < h pixels (reflection repeats no edge);
+    - ResNet: the side after the two halvings feeds the blocks' 1-pixel reflection pads, so it must be
+      >= 2 (padded side >= 8); without blocks, the 3-pixel pads at full resolution need >= 4;
+    - StyleGAN2: zero padding only; any padded side works.
+    """
+    if generator.architecture == "resnet":
+        needed = 2 * 2 ** _RESNET_DOWNSAMPLINGS if generator.num_blocks else 4
+    else:
+        needed = 1
+    side = 1
+    # Smallest h from which every larger side also works (the reflect rule fails again below m/2 + 1).
+    while True:
+        if all(_pads_to(h, pad_multiple, needed) for h in range(side, side + 2 * pad_multiple + needed)):
+            return side
+        side += 1
+
+
+def _pads_to(side: int, multiple: int, needed: int) -> bool:
+    pad = (-side) % multiple
+    return (pad == 0 or pad < side) and side + pad >= needed
+
+
+def read_config_text(path: Union[str, Path]) -> str:
+    """The text of an experiment file; a missing path, a folder or a file that is not UTF-8 text is refused."""
+    path = Path(path)
+    if path.is_dir():
+        raise ConfigError(
+            f"{path} is a folder, not an experiment file; pass a YAML file such as experiments/quickstart.yaml."
+        )
+    if not path.is_file():
+        raise ConfigError(f"Experiment file not found: {path}. Pass a YAML file such as experiments/quickstart.yaml.")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        from psr.errors import describe_os_error
+
+        raise ConfigError(describe_os_error(err, path)) from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as err:
+        raise ConfigError(
+            f"{path} is not UTF-8 text (byte {err.start} is 0x{data[err.start]:02x}); pass the experiment YAML file "
+            "or save it as UTF-8."
+        ) from None

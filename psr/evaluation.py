@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
@@ -22,6 +21,7 @@ import tensorflow as tf
 from psr.config import DataConfig, EvalConfig
 from psr.data.layout import domain_folders
 from psr.errors import ConfigError
+from psr.rundir import RunDir, atomic_write_json, os_errors
 
 
 def translate_split(
@@ -30,21 +30,31 @@ def translate_split(
     out_dir: Union[str, Path],
     image_size: Optional[int] = 256,
     max_images: Optional[int] = None,
+    inputs: Sequence[Union[str, Path]] = (),
 ) -> Path:
-    """Translates a test folder into `out_dir` (emptied first), one PNG per input, same stem."""
+    """Translates a test folder into `out_dir`, one PNG per input, same stem.
+
+    The folder is written under a hidden staging name and swapped in (`psr.rundir.replace_folder`),
+    replacing an earlier psr translation folder only; a folder holding other files, or one inside
+    `source_dir` or any of `inputs`, is refused.
+    """
     from psr.data.images import save_image
     from psr.data.unaligned import make_test_dataset
+    from psr.rundir import replace_folder
 
-    out_dir = Path(out_dir)
-    shutil.rmtree(out_dir, ignore_errors=True)
-    out_dir.mkdir(parents=True)
     dataset, paths = make_test_dataset(source_dir, image_size=image_size, batch_size=1)
     if max_images:
         paths = paths[:max_images]
-    for path, images in zip(paths, dataset):
-        result = translator(np.asarray(images))
-        save_image(np.asarray(result)[0], out_dir / f"{Path(path).stem}.png")
-    return out_dir
+
+    def write(staging: Path) -> None:
+        for path, images in zip(paths, dataset):
+            result = translator(np.asarray(images))
+            save_image(np.asarray(result)[0], staging / f"{Path(path).stem}.png")
+
+    return replace_folder(
+        out_dir, write, kind="eval_translations", inputs=[source_dir, *inputs],
+        fix="move those files elsewhere (psr replaces only folders it wrote)",
+    )
 
 
 # The paper protocol `eval.features: auto` follows for an export (a run directory's method names its own).
@@ -71,9 +81,9 @@ def extractor_record(extractor) -> dict:
 
 
 def _append_jsonl(path: Path, record: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(json.dumps(record) + "\n")
+    from psr.rundir import append_line
+
+    append_line(path, json.dumps(record))
 
 
 def _write_scalars(log_dir: Path, step: int, values: dict, prefix: str = "eval/") -> None:
@@ -121,6 +131,11 @@ def evaluate_model(
     from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
 
+    from psr.metrics.names import unknown_metric_message
+
+    problem = unknown_metric_message(metrics)
+    if problem:  # before any image is translated
+        raise ConfigError(f"--metrics: {problem}")
     distribution_metrics, paired_metrics = split_metric_names(metrics)
     model = Path(model)
     run_cfg = None
@@ -128,6 +143,7 @@ def evaluate_model(
         from psr.config import load_run_config
 
         run_cfg = load_run_config(model)
+        RunDir(model).adopt_legacy()  # an older psr's eval/ folders become replaceable as psr's own
     if data_root is None:
         if run_cfg is None:
             raise ConfigError("--data is required with an exported model: pass the dataset root holding testA/testB.")
@@ -150,8 +166,10 @@ def evaluate_model(
             protocol=get_method(run_cfg.method).eval_protocol if run_cfg is not None else EVAL_PROTOCOL,
         )
     translator = load_translator(model, checkpoint=checkpoint)
-    work = (model if run_cfg else model.parent / f"{model.name}_eval") / "eval" / checkpoint
-    generated = translate_split(translator, source, work / "translations", image_size, max_images)
+    run = RunDir(model if run_cfg else model.parent / f"{model.name}_eval")
+    model_inputs = RunDir(model).inputs if run_cfg else (model,)
+    generated = translate_split(translator, source, run.eval_translations(checkpoint), image_size, max_images,
+                                inputs=[reference, *model_inputs])
     scores = {}
     if distribution_metrics:
         cache = Path(cache_dir) if cache_dir else Path(data_root) / ".psr_cache"
@@ -166,17 +184,18 @@ def evaluate_model(
         scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
     record = {
         "model": str(model), "checkpoint": checkpoint, "source": str(source), "reference": str(reference),
-        "num_images": len(os.listdir(generated)), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
-        **extractor_record(extractor), **scores,
+        "num_images": sum(1 for p in Path(generated).iterdir() if p.suffix == ".png"),
+        "time": time.strftime("%Y-%m-%dT%H:%M:%S"), **extractor_record(extractor), **scores,
     }
     if run_cfg is not None:
         from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint
 
         path = latest_checkpoint(model, checkpoint)
         record["epoch"] = json.loads((path / STATE_FILE).read_text())["epoch"] if path else 0
-        (model / "eval.json").write_text(json.dumps(record, indent=2), encoding="utf-8")
-        _append_jsonl(model / "eval.jsonl", record)
-        _write_scalars(model / "tensorboard" / "eval", record["epoch"], scores)
+        atomic_write_json(run.eval_json, record)
+        _append_jsonl(run.eval_jsonl, record)
+        with os_errors(run.tensorboard_eval):
+            _write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
 
 
@@ -220,7 +239,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.eval_cfg = eval_cfg
         self.data = data
         self.pad_multiple = pad_multiple
-        self.run_dir = Path(run_dir)
+        self.run = RunDir(run_dir)
         # Resolved here, before training starts: a missing weights file is an error at start-up.
         from psr.metrics.paired import split_metric_names
 
@@ -228,7 +247,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             extractor = make_extractor(eval_cfg.features, eval_cfg.feature_weights, eval_cfg.inception_weights,
                                        protocol=protocol)
         self.extractor = extractor
-        self.best_file = self.run_dir / "best.json"
+        self.best_file = self.run.best_json
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
 
     def evaluate(self, epoch: int) -> dict:
@@ -245,8 +264,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
         source, reference = domain_folders(self.data.root, self.data.direction, "test")
         generated = translate_split(
-            lambda x: run(tf.constant(x)).numpy(), source, self.run_dir / "eval" / "during_training",
-            image_size=self.data.crop_size, max_images=self.eval_cfg.max_images,
+            lambda x: run(tf.constant(x)).numpy(), source, self.run.eval_during_training,
+            image_size=self.data.crop_size, max_images=self.eval_cfg.max_images, inputs=[reference],
         )
         distribution_metrics, paired_metrics = split_metric_names(self.eval_cfg.metrics)
         scores = {}
@@ -261,7 +280,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             labels_dir = options.pop("segmentation_labels")
             inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
             scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
-        _append_jsonl(self.run_dir / "eval.jsonl", {"epoch": epoch, **extractor_record(self.extractor), **scores})
+        _append_jsonl(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
         return scores
 
     def on_train_begin(self, logs=None):
@@ -292,8 +311,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             self.best = value
             from psr.trainers.checkpoints import write_checkpoint
 
-            write_checkpoint(self.run_dir / "checkpoints" / "best", epoch + 1, 0, self.model.inference_network(), keep=1)
-            export_generator(self.model.inference_network(), self.run_dir / "export_best", self.pad_multiple)
-            tmp = self.best_file.with_suffix(".tmp")
-            tmp.write_text(json.dumps({"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1}))
-            os.replace(tmp, self.best_file)
+            network = self.model.inference_network()
+            write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, network, keep=1)
+            export_generator(network, self.run.export_best, self.pad_multiple, inputs=self.run.inputs)
+            atomic_write_json(self.best_file, {"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1})

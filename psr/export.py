@@ -12,11 +12,8 @@ are reflect-padded up to the next multiple and the output is cropped back.
 
 from __future__ import annotations
 
-import os
-import shutil
-import tempfile
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Sequence, Union
 
 import keras
 import tensorflow as tf
@@ -50,8 +47,27 @@ def decode_image(data):
     return tf.cast(image, tf.float32) / 127.5 - 1.0
 
 
-def export_generator(generator: keras.Model, path: Union[str, Path], pad_multiple: int = 4) -> Path:
-    """Writes a SavedModel with the float and bytes signatures. The folder is replaced atomically."""
+def export_generator(
+    generator: keras.Model,
+    path: Union[str, Path],
+    pad_multiple: int = 4,
+    inputs: Sequence[Union[str, Path]] = (),
+    force: bool = False,
+    min_input_side: Optional[int] = None,
+    fix: Optional[str] = None,
+) -> Path:
+    """Writes a SavedModel with the float and bytes signatures into `path`, atomically.
+
+    The model is written into a hidden staging folder and renamed into place (`psr.rundir.replace_folder`):
+    an earlier psr export is replaced, a folder holding anything else is refused unless `force`
+    (then the export's files are added and nothing of the folder's own is touched). `inputs` are
+    paths the export must not be written into (the run directory's checkpoints and config).
+    The smallest image side the generator accepts (`min_input_side`, by default derived from
+    the generator) is recorded in the marker for `main.py translate`. `fix` replaces the advice
+    given when `path` holds foreign files (`main.py run` has no --force).
+    """
+    from psr.rundir import replace_folder
+
     path = Path(path)
 
     def run(images):
@@ -79,22 +95,37 @@ def export_generator(generator: keras.Model, path: Union[str, Path], pad_multipl
         tf.function(translate_bytes),
         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
     )
-    path.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{path.name}.", dir=path.parent))
-    try:
-        archive.write_out(str(staging / "model"), verbose=False)
-        if path.exists():
-            old = path.with_name(f".{path.name}.old")
-            shutil.rmtree(old, ignore_errors=True)
-            os.replace(path, old)
-            os.replace(staging / "model", path)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging / "model", path)
-    finally:
-        shutil.rmtree(staging, ignore_errors=True)
-    return path
+    metadata = {"pad_multiple": pad_multiple}
+    if min_input_side is None:
+        min_input_side = generator_min_input_side(generator, pad_multiple)
+    if min_input_side is not None:
+        metadata["min_input_side"] = int(min_input_side)
+    options = {"fix": fix} if fix else {}
+    return replace_folder(
+        path, lambda staging: archive.write_out(str(staging), verbose=False), kind="export",
+        inputs=inputs, force=force, metadata=metadata, **options,
+    )
 
 
 def is_saved_model(path: Union[str, Path]) -> bool:
     return (Path(path) / "saved_model.pb").is_file()
+
+
+def generator_min_input_side(generator: keras.Model, pad_multiple: int = 4) -> Optional[int]:
+    """The smallest image side a psr generator translates (`psr.config.minimum_image_side`), None if unknown."""
+    from psr.config import GeneratorConfig, minimum_image_side
+    from psr.models import ResnetGenerator, StyleGAN2Generator
+
+    if isinstance(generator, ResnetGenerator):
+        return minimum_image_side(GeneratorConfig(architecture="resnet", num_blocks=generator.num_blocks), pad_multiple)
+    if isinstance(generator, StyleGAN2Generator):
+        return minimum_image_side(GeneratorConfig(architecture="stylegan2"), pad_multiple)
+    return None
+
+
+def exported_min_input_side(path: Union[str, Path]) -> Optional[int]:
+    """The smallest image side an export accepts, as recorded when it was written (None if unknown)."""
+    from psr.rundir import read_output_marker
+
+    value = (read_output_marker(path) or {}).get("min_input_side")
+    return int(value) if isinstance(value, int) else None

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Callable, Iterable, Optional, Union
+from typing import Callable, Iterable, Optional, Sequence, Union
 
 import numpy as np
 import tensorflow as tf
 
-from psr.errors import CheckpointError, DatasetError
-from psr.export import SIGNATURE_FLOAT, is_saved_model, translate_any_size
+from psr.errors import CheckpointError, DatasetError, OutputError
+from psr.config import minimum_image_side
+from psr.export import SIGNATURE_FLOAT, exported_min_input_side, is_saved_model, translate_any_size
 
 
 def load_run_generator(run_dir: Union[str, Path], checkpoint: str = "latest"):
@@ -42,6 +43,7 @@ def load_translator(model: Union[str, Path], checkpoint: str = "latest") -> Call
             return signature(images=tf.constant(images, tf.float32))["images"].numpy()
 
         run_saved.saved_model = loaded  # keep the object (and its variables) alive
+        run_saved.min_input_side = exported_min_input_side(model)
         return run_saved
 
     if not model.is_dir():
@@ -57,6 +59,7 @@ def load_translator(model: Union[str, Path], checkpoint: str = "latest") -> Call
         return run_keras(tf.constant(images, tf.float32)).numpy()
 
     run.generator = generator
+    run.min_input_side = minimum_image_side(cfg.model.generator, multiple)
     return run
 
 
@@ -78,28 +81,70 @@ def expand_inputs(inputs: Iterable[Union[str, Path]]) -> list[Path]:
     return sorted(dict.fromkeys(paths))
 
 
+def output_names(files: Sequence[Path]) -> list[str]:
+    """`<stem>.png` per input; a stem seen before (same name in two folders) gets `_1`, `_2`, ..."""
+    names = []
+    stems: dict[str, int] = {}
+    for path in files:
+        count = stems.get(path.stem, 0)
+        stems[path.stem] = count + 1
+        names.append(f"{path.stem}.png" if count == 0 else f"{path.stem}_{count}.png")
+    return names
+
+
+def check_image_sizes(files: Sequence[Path], min_side: Optional[int]) -> None:
+    """Refuses (before anything is translated) an image with a side below what the generator accepts."""
+    from PIL import Image
+
+    if not min_side:
+        return
+    for path in files:
+        try:
+            with Image.open(path) as image:  # reads the header only
+                width, height = image.size
+        except (OSError, ValueError):
+            continue  # `read_image` reports unreadable files with their own message
+        if min(width, height) < min_side:
+            raise DatasetError(
+                f"{path} is {width}x{height} pixels; this generator needs at least {min_side} pixels per side. "
+                "Upscale the image or leave it out."
+            )
+
+
 def translate_files(
     translator: Callable[[np.ndarray], np.ndarray],
     inputs: Iterable[Union[str, Path]],
     output_dir: Union[str, Path],
     progress: Optional[Callable[[int, int, Path], None]] = None,
+    force: bool = False,
 ) -> list[Path]:
-    """Translates every input image and saves `<output_dir>/<name>.png`; returns the written paths."""
-    from psr.data.images import read_image, save_image
+    """Translates every input image and saves `<output_dir>/<name>.png`; returns the written paths.
 
+    `output_dir` may not be an input or lie inside one; a folder holding files psr did not write
+    is refused unless `force`, and even then no existing file of its own is overwritten. Image
+    sizes are checked against the translator's `min_input_side` before anything is written.
+    """
+    from psr.data.images import encode_image, read_image
+    from psr.rundir import open_output_folder, resolve
+
+    inputs = list(inputs)
     files = expand_inputs(inputs)
-    output_dir = Path(output_dir)
-    output_dir.mkdir(parents=True, exist_ok=True)
+    names = output_names(files)
+    check_image_sizes(files, getattr(translator, "min_input_side", None))
+    sources = {resolve(path) for path in files}
+    for name in names:  # an input file given by name inside the output folder (e.g. out/a.png -o out)
+        if resolve(Path(output_dir) / name) in sources:
+            raise OutputError(
+                f"Translating into {output_dir} would overwrite the input {Path(output_dir) / name}; "
+                "choose an output folder that holds no input."
+            )
+    folder = open_output_folder(output_dir, names, kind="translations", inputs=inputs, force=force)
     written = []
-    stems: dict[str, int] = {}
-    for index, path in enumerate(files):
+    for index, (path, name) in enumerate(zip(files, names)):
         image = read_image(path).astype(np.float32) / 127.5 - 1.0
         result = translator(image[None])[0]
-        count = stems.get(path.stem, 0)
-        stems[path.stem] = count + 1
-        name = path.stem if count == 0 else f"{path.stem}_{count}"  # same stem in two folders
-        out = output_dir / f"{name}.png"
-        save_image(result, out)
+        data = encode_image(result, name)
+        out = folder.write_file(name, lambda stream: stream.write(data))
         written.append(out)
         if progress is not None:
             progress(index + 1, len(files), out)

@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import json
 from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from psr.config import dump_config, load_experiment
-from psr.errors import CheckpointError, ConfigError
+from psr.errors import CheckpointError, OutputError
+from psr.rundir import RunDir, atomic_write_json, atomic_write_text, check_output_path, os_errors, staged_folder
 from psr.trainers.checkpoints import write_checkpoint
 
 
@@ -50,8 +50,11 @@ def import_torch_generator(
 
     checkpoint, output = Path(checkpoint), Path(output)
     cfg = load_experiment(spec, list(overrides or []))
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"The output {output} is a file, not a folder; choose a new folder for the imported model.")
     if output.exists() and any(output.iterdir()):
-        raise ConfigError(f"Output folder {output} is not empty; choose a new folder for the imported model.")
+        raise OutputError(f"Output folder {output} is not empty; choose a new folder for the imported model.")
+    check_output_path(output, inputs=[checkpoint, spec], what="output folder")
     state_dict = load_torch_state_dict(checkpoint)
     g = cfg.model.generator
     expected = None if infer_architecture else {
@@ -72,15 +75,16 @@ def import_torch_generator(
         model=dataclasses.replace(cfg.model, generator=inferred),
         log=dataclasses.replace(cfg.log, run_dir=str(output)),
     )
-    output.mkdir(parents=True, exist_ok=True)
-    (output / "config.yaml").write_text(dump_config(cfg, {"imported_from": str(checkpoint)}), encoding="utf-8")
-    write_checkpoint(output / "checkpoints" / "latest", 0, 0, generator)
-    (output / "imported_from.json").write_text(
-        json.dumps({"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)}, indent=2),
-        encoding="utf-8",
-    )
-    if export:
-        from psr.export import export_generator
+    # The whole run directory is staged and renamed into place: an interrupted import leaves nothing.
+    with staged_folder(output) as staging:
+        run = RunDir(staging)
+        atomic_write_json(run.marker, {"psr": "run"})
+        atomic_write_text(run.config, dump_config(cfg, {"imported_from": str(checkpoint)}))
+        with os_errors(run.checkpoints_latest):
+            write_checkpoint(run.checkpoints_latest, 0, 0, generator)
+        atomic_write_json(run.imported_from, {"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)})
+        if export:
+            from psr.export import export_generator
 
-        export_generator(generator, output / "export", cfg.export.pad_multiple)
+            export_generator(generator, run.export, cfg.export.pad_multiple)
     return output

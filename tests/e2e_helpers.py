@@ -50,3 +50,22 @@ class TinyExtractor:
         x = np.asarray(images, np.float64) / 255.0
         stats = np.concatenate([x.mean(axis=(1, 2)), x.std(axis=(1, 2))], axis=1)
         return (stats @ self.projection).astype(np.float32)
+
+
+def make_tiny_run(tmp_path: Path, export: bool = True) -> Path:
+    """A run directory as training leaves it (marker, config, a checkpoint of random weights, an export),
+    without training: for tests of what other verbs do with a run."""
+    from psr.builders import build_generator
+    from psr.config import dump_config
+    from psr.export import export_generator
+    from psr.rundir import RunDir, atomic_write_text
+    from psr.trainers.checkpoints import write_checkpoint
+
+    cfg = tiny_config(tmp_path)
+    run = RunDir(cfg.log.run_dir).claim()
+    atomic_write_text(run.config, dump_config(cfg))
+    generator = build_generator(cfg.model.generator, crop_size=cfg.data.crop_size)
+    write_checkpoint(run.checkpoints_latest, 1, 0, generator)
+    if export:
+        export_generator(generator, run.export, cfg.export.pad_multiple)
+    return run.path

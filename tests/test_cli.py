@@ -78,7 +78,9 @@ def test_head_layers_that_the_generator_lacks(tmp_path, capsys):
 
 
 def test_translate_export_and_eval_need_a_model(tmp_path, capsys):
-    code, _, err = run_cli(["translate", str(tmp_path / "none"), str(tmp_path), "-o", str(tmp_path / "o")], capsys)
+    (tmp_path / "in").mkdir()
+    code, _, err = run_cli(["translate", str(tmp_path / "none"), str(tmp_path / "in"), "-o", str(tmp_path / "o")],
+                           capsys)
     assert code == 2 and "Model not found" in err
     code, _, err = run_cli(["export", str(tmp_path)], capsys)
     assert code == 2 and "is not a psr run directory" in err

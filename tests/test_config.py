@@ -2,6 +2,7 @@
 
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
@@ -142,3 +143,141 @@ def test_dump_round_trips_through_a_run_directory(tmp_path):
 def test_load_run_config_on_a_folder_without_config(tmp_path):
     with pytest.raises(ConfigError, match="is not a psr run directory"):
         load_run_config(tmp_path)
+
+
+# === Load-time checks (issue #11 item 7) ===
+
+
+def _built_networks_accept(raw: dict) -> bool:
+    """Oracle: do the real networks (and the unaligned data pipeline) accept this crop size?"""
+    from psr.builders import build_discriminator, build_generator
+    from psr.config import DataConfig, DiscriminatorConfig, GeneratorConfig
+
+    data = DataConfig(**{k: v for k, v in raw["data"].items() if k in ("kind", "crop_size", "load_size")})
+    g = GeneratorConfig(**raw["model"]["generator"])
+    d = DiscriminatorConfig(**raw["model"].get("discriminator", {}))
+    try:
+        generator = build_generator(g, crop_size=data.crop_size)
+        build_discriminator(d, crop_size=data.crop_size)
+        out = generator(np.zeros((1, data.crop_size, data.crop_size, 3), np.float32))
+    except ValueError:
+        return False
+    if out.shape[1] != data.crop_size:  # a crop the generator cannot give back at its own size
+        return False
+    return data.kind != "unaligned" or data.crop_size % 4 == 0  # UnalignedDataset's own rule
+
+
+RESNET = {"generator": {"filters": 2, "num_blocks": 1}, "discriminator": {"filters": 2, "num_layers": 1}}
+STYLEGAN = {"generator": {"architecture": "stylegan2", "filters": 2, "num_blocks": 1, "num_downsampling": 2},
+            "discriminator": {"architecture": "stylegan2", "filters": 2}}
+
+
+@pytest.mark.parametrize("crop", [16, 30, 32, 34, 18, 24])
+@pytest.mark.parametrize("model,kind", [(RESNET, "unaligned"), (STYLEGAN, "single_image")])
+def test_crop_size_is_checked_at_load_like_the_networks_would(crop, model, kind):
+    raw = {"data": {"kind": kind, "crop_size": crop, "load_size": 64}, "model": model}
+    accepted = _built_networks_accept(raw)
+    if accepted:
+        config_from_dict(raw)
+    else:
+        message = _error(raw)
+        assert message.startswith(f"data.crop_size {crop} ") and message.count("\n") == 0
+
+
+def test_crop_size_message_names_the_constraint_and_two_fixes():
+    assert _error({"data": {"crop_size": 30, "load_size": 64}}) == (
+        "data.crop_size 30 is not a multiple of 4 (the ResNet generator halves it twice); use 28 or 32."
+    )
+    raw = {"data": {"kind": "single_image", "crop_size": 48, "load_size": 64}, "model": STYLEGAN}
+    assert _error(raw) == (
+        "data.crop_size 48 must be a power of two from 4 to 1024 for the StyleGAN2 discriminator; use 64."
+    )
+
+
+def test_dry_run_fails_on_a_bad_crop_size(tmp_path, capsys):
+    from psr.cli import main
+
+    path = tmp_path / "e.yaml"
+    path.write_text(yaml.safe_dump({"data": {"crop_size": 30, "load_size": 64}}))
+    assert main(["run", str(path), "--dry-run"]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {path}: data.crop_size 30 is not a multiple of 4 (the ResNet generator halves it twice); "
+        "use 28 or 32.\n"
+    )
+
+
+def test_eval_metrics_are_checked_against_the_registry_at_load():
+    assert _error({"eval": {"metrics": ["fid", "kdi"], "best_metric": "fid"}}) == (
+        "eval.metrics: unknown metric 'kdi'; valid metrics: fid, kid. Did you mean 'kid'?"
+    )
+    assert config_from_dict({"eval": {"metrics": ["fid", "kid"]}}).eval.metrics == ("fid", "kid")
+
+
+def test_metrics_registered_by_a_library_user_are_accepted():
+    from psr.metrics import registry
+
+    saved = dict(registry._METRICS)
+    try:
+        registry.register_metric("precision")(lambda generated, reference: 0.0)
+        cfg = config_from_dict({"eval": {"metrics": ["fid", "precision"]}})
+        assert cfg.eval.metrics == ("fid", "precision")
+    finally:
+        registry._METRICS.clear()
+        registry._METRICS.update(saved)
+
+
+def test_loading_a_config_does_not_import_tensorflow():
+    import subprocess
+    import sys
+
+    code = ("import sys; from psr.config import load_experiment; "
+            f"load_experiment({str(EXPERIMENTS[0])!r}); print('tensorflow' in sys.modules)")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120,
+                          cwd=Path(__file__).resolve().parents[1])
+    assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_config_that_is_not_utf8_text_is_one_line(tmp_path):
+    path = tmp_path / "e.yaml"
+    path.write_bytes(b"name: caf\xe9\n")  # Latin-1
+    with pytest.raises(ConfigError) as info:
+        load_experiment(path)
+    assert str(info.value) == (
+        f"{path} is not UTF-8 text (byte 9 is 0xe9); pass the experiment YAML file or save it as UTF-8."
+    )
+    png = tmp_path / "photo.yaml"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00")
+    with pytest.raises(ConfigError, match=r"photo.yaml is not UTF-8 text \(byte 0 is 0x89\)"):
+        load_experiment(png)
+
+
+def test_a_folder_passed_as_config_is_one_line(tmp_path):
+    with pytest.raises(ConfigError) as info:
+        load_experiment(tmp_path)
+    assert str(info.value) == (
+        f"{tmp_path} is a folder, not an experiment file; pass a YAML file such as experiments/quickstart.yaml."
+    )
+
+
+def test_minimum_image_side_matches_the_networks():
+    """Oracle: the real generators on every side 1..20 (after the reflect pad to a multiple of 4)."""
+    import tensorflow as tf
+
+    from psr.builders import build_generator
+    from psr.config import GeneratorConfig, minimum_image_side
+    from psr.export import translate_any_size
+
+    for cfg in (GeneratorConfig(filters=2, num_blocks=1), GeneratorConfig(filters=2, num_blocks=0),
+                GeneratorConfig(architecture="stylegan2", filters=2, num_blocks=1, num_downsampling=2)):
+        generator = build_generator(cfg, crop_size=32)
+        run = tf.function(lambda x: translate_any_size(lambda y: generator(y, training=False), x, 4),
+                          reduce_retracing=True)
+        works = []
+        for side in range(1, 13):
+            try:
+                run(tf.zeros([1, side, 13, 3]))
+                works.append(side)
+            except tf.errors.InvalidArgumentError:
+                pass
+        expected = minimum_image_side(cfg, 4)
+        assert works == list(range(expected, 13)), (cfg, works)

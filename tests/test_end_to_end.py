@@ -177,7 +177,7 @@ def test_periodic_evaluation_keeps_best(tmp_path):
     assert best["value"] == pytest.approx(min(h["fid"] for h in history))
     assert (run_dir / "export_best" / "saved_model.pb").is_file()
     assert "epoch/eval_fid" in tensorboard_tags(run_dir / "tensorboard")
-    assert len(list((run_dir / "eval" / "during_training").iterdir())) == 3  # eval.max_images
+    assert len(list((run_dir / "eval" / "during_training").glob("*.png"))) == 3  # eval.max_images
     assert main(["export", str(run_dir), "--checkpoint", "best"]) == 0
     assert (run_dir / "export_best" / "saved_model.pb").is_file()
     load_generator(run_dir)  # best checkpoint does not disturb the latest

@@ -7,8 +7,8 @@ count, how odd pixel formats become 8-bit RGB, how results are written).
 
 from __future__ import annotations
 
+import io
 import os
-import tempfile
 from pathlib import Path
 from typing import Iterable, Sequence
 
@@ -210,6 +210,23 @@ def _format_for(path: str) -> str:
     return image_format
 
 
+def encode_image(image: np.ndarray | Sequence, name: str | os.PathLike) -> bytes:
+    """Encodes a generated image in the format `name`'s extension names (see `save_image`)."""
+    name = os.fspath(name)
+    pixels = to_uint8(image)
+    if pixels.ndim == 4 and pixels.shape[0] == 1:
+        pixels = pixels[0]
+    if pixels.ndim == 3 and pixels.shape[-1] == 1:
+        pixels = pixels[..., 0]
+    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
+        raise ValueError(f"Expected an image [height, width, 3]. Received: shape={np.shape(image)}")
+    image_format = _format_for(name)
+    options = {"quality": 100, "subsampling": 0} if image_format == "JPEG" else {}
+    buffer = io.BytesIO()
+    Image.fromarray(pixels).save(buffer, format=image_format, **options)
+    return buffer.getvalue()
+
+
 def save_image(image: np.ndarray | Sequence, path: str | os.PathLike) -> None:
     """Saves a generated image, atomically.
 
@@ -219,27 +236,10 @@ def save_image(image: np.ndarray | Sequence, path: str | os.PathLike) -> None:
             values outside are clipped. Converted with `to_uint8`.
         path: destination; the format follows the extension (PNG recommended,
             JPEG is written at quality 100 without chroma subsampling). Parent
-            folders are created. The file is written to a temporary name first
-            and renamed, so a crash never leaves a half-written image.
+            folders are created. The file is written to a temporary name first,
+            fsynced and renamed (`psr.rundir.atomic_write_bytes`), so a crash
+            never leaves a half-written image.
     """
-    path = os.fspath(path)
-    pixels = to_uint8(image)
-    if pixels.ndim == 4 and pixels.shape[0] == 1:
-        pixels = pixels[0]
-    if pixels.ndim == 3 and pixels.shape[-1] == 1:
-        pixels = pixels[..., 0]
-    if pixels.ndim not in (2, 3) or (pixels.ndim == 3 and pixels.shape[-1] != 3):
-        raise ValueError(f"Expected an image [height, width, 3]. Received: shape={np.shape(image)}")
-    image_format = _format_for(path)
-    options = {"quality": 100, "subsampling": 0} if image_format == "JPEG" else {}
-    directory = os.path.dirname(os.path.abspath(path))
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=os.path.splitext(path)[1], dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels).save(stream, format=image_format, **options)
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    from psr.rundir import atomic_write_bytes
+
+    atomic_write_bytes(path, encode_image(image, path))

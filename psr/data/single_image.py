@@ -35,7 +35,6 @@ reproducible and every new iterator (one per Keras epoch) draws new crops.
 from __future__ import annotations
 
 import os
-import tempfile
 
 import numpy as np
 import tensorflow as tf
@@ -251,17 +250,9 @@ def _painterly(pixels: np.ndarray) -> np.ndarray:
 
 
 def _write_png_atomically(pixels: np.ndarray, path: str) -> None:
-    directory = os.path.dirname(path)
-    os.makedirs(directory, exist_ok=True)
-    handle, temporary = tempfile.mkstemp(prefix=".tmp-", suffix=".png", dir=directory)
-    try:
-        with os.fdopen(handle, "wb") as stream:
-            Image.fromarray(pixels).save(stream, format="PNG")
-        os.replace(temporary, path)
-    except BaseException:
-        if os.path.exists(temporary):
-            os.remove(temporary)
-        raise
+    from psr.rundir import atomic_write_file
+
+    atomic_write_file(path, lambda stream: Image.fromarray(pixels).save(stream, format="PNG"))
 
 
 def make_sample_pair(root: str | os.PathLike) -> tuple[str, str]:

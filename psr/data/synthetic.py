@@ -20,15 +20,14 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import struct
-import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from psr.errors import DatasetError
+from psr.rundir import atomic_write_text, staged_folder
 
 SHAPES_VERSION = 1
 MARKER_NAME = "shapes_dataset.json"
@@ -246,21 +245,7 @@ def make_shapes_dataset(
             "or delete this one"
         )
 
-    root.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{root.name}.partial-", dir=root.parent))
-    try:
+    with staged_folder(root) as staging:
         _generate(staging, image_size, num_train, num_test, seed)
-        marker_temp = staging / f".{MARKER_NAME}.tmp"
-        marker_temp.write_text(json.dumps(marker, indent=2, sort_keys=True) + "\n")
-        os.replace(marker_temp, staging / MARKER_NAME)
-        if root.exists():
-            old = Path(tempfile.mkdtemp(prefix=f".{root.name}.old-", dir=root.parent))
-            os.replace(root, old / root.name)
-            os.replace(staging, root)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(staging, root)
-    finally:
-        if staging.exists():
-            shutil.rmtree(staging, ignore_errors=True)
+        atomic_write_text(staging / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
     return root

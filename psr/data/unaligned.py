@@ -209,6 +209,8 @@ class UnalignedDataset:
         verify_images(self._paths_a + self._paths_b)
         if preprocess == "crop":
             self._check_large_enough(self._paths_a + self._paths_b)
+        if preprocess == "none":
+            self._check_one_size(self._paths_a + self._paths_b)
         if self.steps_per_epoch == 0:
             largest = max(self.num_a, self.num_b)
             raise DatasetError(
@@ -232,6 +234,21 @@ class UnalignedDataset:
                 raise DatasetError(
                     f"Image {path} is {width}x{height}, smaller than crop_size {self.crop_size} needed by "
                     "preprocess 'crop'; use preprocess 'resize_and_crop' or a smaller crop_size"
+                )
+
+    def _check_one_size(self, paths: list[str]) -> None:
+        """preprocess 'none' trains on whole images, so all must have one size (after rounding to 4)."""
+        first = None
+        for path in paths:
+            with Image.open(path) as image:
+                width, height = image.size
+            size = tuple(int(round(side / _SIZE_MULTIPLE) * _SIZE_MULTIPLE) for side in (width, height))
+            if first is None:
+                first = (path, width, height, size)
+            elif size != first[3]:
+                raise DatasetError(
+                    f"preprocess 'none' needs images of one size, but {first[0]} is {first[1]}x{first[2]} and "
+                    f"{path} is {width}x{height}; resize the images to one size or use preprocess 'resize_and_crop'"
                 )
 
     # === Properties ===

@@ -9,49 +9,40 @@
 - `paired`: paired metrics by name (`lpips`, `fcn`, `miou`), `split_metric_names`, `compute_paired_metrics`.
 - `lpips`: the LPIPS v0.1 AlexNet Keras model, `lpips_diversity` (StarGAN v2's diversity score).
 - `segmentation`: Cityscapes labels, `fast_hist`, `segmentation_scores`, the DRN segmenter protocols.
+- `names`: the metric names, without TensorFlow (configuration checks).
+
+The names below are imported on first use, so `psr.metrics.names` loads without TensorFlow.
 """
 
-from psr.metrics.content import content_scores
-from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
-from psr.metrics.extractors import (
-    PytorchFidFeatures,
-    TorchvisionInceptionFeatures,
-    make_feature_extractor,
-)
-from psr.metrics.features import (
-    FeatureExtractor,
-    InceptionFeatures,
-    folder_features,
-    folder_statistics,
-)
-from psr.metrics.paired import (
-    PairedInputs,
-    compute_paired_metrics,
-    list_paired_metrics,
-    register_paired_metric,
-    split_metric_names,
-)
-from psr.metrics.registry import compute_metrics, evaluate_folders, list_metrics, register_metric
+import importlib
 
-__all__ = [
-    "FeatureExtractor",
-    "FeatureStatistics",
-    "InceptionFeatures",
-    "PairedInputs",
-    "PytorchFidFeatures",
-    "TorchvisionInceptionFeatures",
-    "compute_metrics",
-    "compute_paired_metrics",
-    "content_scores",
-    "evaluate_folders",
-    "folder_features",
-    "folder_statistics",
-    "frechet_distance",
-    "kernel_inception_distance",
-    "list_metrics",
-    "list_paired_metrics",
-    "make_feature_extractor",
-    "register_metric",
-    "register_paired_metric",
-    "split_metric_names",
-]
+_EXPORTS = {
+    "content_scores": "psr.metrics.content",
+    "FeatureStatistics": "psr.metrics.distances",
+    "frechet_distance": "psr.metrics.distances",
+    "kernel_inception_distance": "psr.metrics.distances",
+    "PytorchFidFeatures": "psr.metrics.extractors",
+    "TorchvisionInceptionFeatures": "psr.metrics.extractors",
+    "make_feature_extractor": "psr.metrics.extractors",
+    "FeatureExtractor": "psr.metrics.features",
+    "InceptionFeatures": "psr.metrics.features",
+    "folder_features": "psr.metrics.features",
+    "folder_statistics": "psr.metrics.features",
+    "PairedInputs": "psr.metrics.paired",
+    "compute_paired_metrics": "psr.metrics.paired",
+    "list_paired_metrics": "psr.metrics.paired",
+    "register_paired_metric": "psr.metrics.paired",
+    "split_metric_names": "psr.metrics.paired",
+    "compute_metrics": "psr.metrics.registry",
+    "evaluate_folders": "psr.metrics.registry",
+    "list_metrics": "psr.metrics.registry",
+    "register_metric": "psr.metrics.registry",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        return getattr(importlib.import_module(_EXPORTS[name]), name)
+    raise AttributeError(f"module 'psr.metrics' has no attribute {name!r}")

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import tempfile
 import zipfile
 
 import numpy as np
@@ -240,24 +239,13 @@ class FeatureStatistics:
 
     def save_npz(self, path: str) -> None:
         """Writes the statistics to `path` (.npz) atomically (temp file + rename)."""
-        path = os.fspath(path)
-        directory = os.path.dirname(os.path.abspath(path))
-        os.makedirs(directory, exist_ok=True)
+        from psr.rundir import atomic_write_file
+
         arrays = {"mu": self.mu, "sigma": self.sigma, "num_images": np.int64(self.num_images)}
         if self.features is not None:
             arrays["features"] = self.features
-        file_descriptor, temporary_path = tempfile.mkstemp(
-            dir=directory, prefix=".tmp-", suffix=".npz"
-        )
-        try:
-            # A file object, not a name: np.savez would append ".npz" to a name.
-            with os.fdopen(file_descriptor, "wb") as stream:
-                np.savez(stream, **arrays)
-            os.replace(temporary_path, path)
-        except BaseException:
-            if os.path.exists(temporary_path):
-                os.remove(temporary_path)
-            raise
+        # A stream, not a name: np.savez would append ".npz" to a name.
+        atomic_write_file(path, lambda stream: np.savez(stream, **arrays))
 
     @classmethod
     def load_npz(cls, path: str) -> "FeatureStatistics":

@@ -235,3 +235,24 @@ def test_save_image_rejects_unknown_extension_and_bad_shape(tmp_path):
     with pytest.raises(ValueError, match="Received"):
         save_image(np.zeros((4, 4, 5)), tmp_path / "img.png")
     assert os.listdir(tmp_path) == []
+
+
+def test_save_image_on_a_full_disk_keeps_the_old_file_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+
+    from psr.errors import StorageError
+
+    path = tmp_path / "out.png"
+    save_image(np.zeros((4, 4, 3), np.float32), path)
+    before = path.read_bytes()
+
+    def full(fd):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(os, "fsync", full)
+    with pytest.raises(StorageError) as info:
+        save_image(np.ones((4, 4, 3), np.float32), path)
+    assert str(info.value) == (
+        f"{path} cannot be written: no space left on the device; free some space or choose another disk."
+    )
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["out.png"]

@@ -139,3 +139,26 @@ def test_refuses_to_replace_a_foreign_folder(tmp_path):
 def test_bad_arguments_raise_value_error(tmp_path, kwargs):
     with pytest.raises(ValueError, match="Received"):
         make_shapes_dataset(tmp_path / "shapes", **{**SMALL, **kwargs})
+
+
+def test_a_failed_generation_leaves_neither_the_dataset_nor_a_staging_folder(tmp_path, monkeypatch):
+    import errno
+
+    from psr.errors import StorageError
+
+    calls = {"n": 0}
+    real_fsync = os.fsync
+
+    def fills_up(fd):
+        calls["n"] += 1
+        if calls["n"] == 5:  # while the staged images are synced
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fills_up)
+    with pytest.raises(StorageError, match="no space left on the device"):
+        make_shapes_dataset(tmp_path / "shapes", image_size=16, num_train=2, num_test=1)
+    assert os.listdir(tmp_path) == []
+    monkeypatch.setattr(os, "fsync", real_fsync)
+    make_shapes_dataset(tmp_path / "shapes", image_size=16, num_train=2, num_test=1)
+    assert sorted(os.listdir(tmp_path)) == ["shapes"]

@@ -229,13 +229,27 @@ def test_scale_width_and_crop_keeps_aspect_ratio(tmp_path):
 
 def test_preprocess_none_keeps_size_rounded_to_multiple_of_4(tmp_path):
     images_a = _write_noise_images(tmp_path / "trainA", 1, (18, 23), seed=7)
-    _write_noise_images(tmp_path / "trainB", 1, (16, 16), seed=8)
+    _write_noise_images(tmp_path / "trainB", 1, (17, 25), seed=8)  # rounds to the same 24×16
     data = UnalignedDataset(tmp_path, preprocess="none", load_size=16, crop_size=16, flip=False)
     real_a, real_b = next(iter(data.dataset()))
     # round(23/4)*4 = 24 wide, round(18/4)*4 = 16 high (upstream __make_power_2).
     assert real_a.shape == (1, 16, 24, 3)
     np.testing.assert_allclose(real_a[0], _unit(_bicubic(images_a[0], 24, 16)), atol=1e-6)
-    assert real_b.shape == (1, 16, 16, 3)
+    assert real_b.shape == (1, 16, 24, 3)
+
+
+def test_preprocess_none_refuses_images_of_different_sizes_at_load(tmp_path):
+    # The trainer runs source and target through G in one batch and the sample grid tiles them,
+    # so whole-image training needs one size; found when the dataset is built, not mid-training.
+    _write_noise_images(tmp_path / "trainA", 2, (16, 16), seed=7)
+    _write_noise_images(tmp_path / "trainB", 1, (16, 24), seed=8)
+    with pytest.raises(DatasetError) as info:
+        UnalignedDataset(tmp_path, preprocess="none", load_size=16, crop_size=16)
+    assert str(info.value) == (
+        f"preprocess 'none' needs images of one size, but {tmp_path / 'trainA' / '00.png'} is 16x16 and "
+        f"{tmp_path / 'trainB' / '00.png'} is 24x16; resize the images to one size or use preprocess "
+        "'resize_and_crop'"
+    )
 
 
 # === Sampling ===

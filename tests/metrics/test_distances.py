@@ -230,3 +230,23 @@ class TestFeatureStatistics:
         np.savez(other, something=np.zeros(2))
         with pytest.raises(DatasetError, match="no 'mu'/'sigma'.*found: something"):
             FeatureStatistics.load_npz(other)
+
+
+def test_save_npz_fault_keeps_the_cache_entry_and_no_temporary(tmp_path, monkeypatch):
+    import errno
+    import os
+
+    from psr.errors import StorageError
+
+    stats = FeatureStatistics.from_features(np.random.default_rng(0).normal(size=(5, 3)).astype(np.float32))
+    path = tmp_path / "cache.npz"
+    stats.save_npz(str(path))
+    before = path.read_bytes()
+
+    def read_only(*args):
+        raise OSError(errno.EROFS, os.strerror(errno.EROFS))
+
+    monkeypatch.setattr(os, "replace", read_only)
+    with pytest.raises(StorageError, match=r"cache.npz is on a read-only file system"):
+        stats.save_npz(str(path))
+    assert path.read_bytes() == before and os.listdir(tmp_path) == ["cache.npz"]

@@ -160,3 +160,14 @@ class TestEvaluateFolders:
         with pytest.raises(DatasetError, match="empty"):
             evaluate_folders(tmp_path / "empty", tmp_path / "real", extractor=tiny_extractor, progress=False)
         assert tiny_extractor.calls == 0
+
+
+def test_the_tensorflow_free_name_list_matches_the_builtin_registry():
+    """psr.metrics.names lets the config check names without TensorFlow; it must name what the registry has."""
+    from psr.metrics.names import BUILTIN_METRICS, known_metric_names, unknown_metric_message
+
+    builtin = {name for name in list_metrics() if registry._METRICS[name].__module__ == registry.__name__}
+    assert set(BUILTIN_METRICS) == builtin
+    assert set(known_metric_names()) == set(list_metrics())
+    assert unknown_metric_message(["fid", "kid"]) is None
+    assert unknown_metric_message([]) == "no metric given; choose from fid, kid"

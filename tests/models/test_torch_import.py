@@ -296,3 +296,34 @@ def test_import_torch_command_writes_a_servable_run(tmp_path, capsys):
     assert np.asarray(Image.open(tmp_path / "o" / "grey.png")).shape == (10, 14, 3)
     assert main(argv) == 2
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_import_torch_on_a_full_disk_leaves_no_run_directory(tmp_path, capsys, monkeypatch):
+    import errno
+    import os
+
+    import yaml
+
+    from psr.cli import main
+
+    net = make_torch_generator(ngf=4, n_blocks=1, antialias=True, antialias_up=True)
+    checkpoint = tmp_path / "net_G.pth"
+    torch.save(net.state_dict(), checkpoint)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({"model": {"generator": {"filters": 4, "num_blocks": 1}}}))
+    real_fsync = os.fsync
+    calls = {"n": 0}
+
+    def fills_up(fd):
+        calls["n"] += 1
+        if calls["n"] == 3:  # after the marker and config.yaml, inside the staged run directory
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fills_up)
+    out = tmp_path / "run"
+    assert main(["import-torch", str(checkpoint), "--spec", str(spec), "-o", str(out)]) == 2
+    assert capsys.readouterr().err == (
+        f"error: {out} cannot be written: no space left on the device; free some space or choose another disk.\n"
+    )
+    assert sorted(os.listdir(tmp_path)) == ["net_G.pth", "spec.yaml"]  # no run, no staging folder
