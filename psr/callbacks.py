@@ -137,6 +137,10 @@ class TensorBoardLogger(keras.callbacks.Callback):
     """Writes every epoch log as a scalar, and the running step logs every `log_every_steps` steps.
 
     Put it after the callbacks that add to `logs` (Γ, learning rate, step time).
+
+    Args:
+        log_dir: the event-file folder (`RunDir.tensorboard_train`).
+        log_every_steps: cadence of the `step/` scalars.
     """
 
     def __init__(self, log_dir: Path, log_every_steps: int = 100):
@@ -148,7 +152,7 @@ class TensorBoardLogger(keras.callbacks.Callback):
     @property
     def writer(self):
         if self._writer is None:
-            self._writer = tf.summary.create_file_writer(str(self.log_dir / "train"))
+            self._writer = tf.summary.create_file_writer(str(self.log_dir))
         return self._writer
 
     def _global_step(self) -> int:
@@ -175,10 +179,13 @@ class TensorBoardLogger(keras.callbacks.Callback):
 class SampleGrid(keras.callbacks.Callback):
     """Image grid of a fixed batch: input | translation | target-domain sample | identity G(y).
 
-    Written to TensorBoard (`images/`) and as `samples/epoch_XXXX.png` every `every_epochs`.
+    Written to TensorBoard (`RunDir.tensorboard_images`) and as `RunDir.sample_grid(epoch)` every
+    `every_epochs`.
 
     Args:
         real_a, real_b: fixed `[n, H, W, 3]` arrays in [-1, 1] (chosen once, before training).
+        run: the run directory (`psr.rundir.RunDir`) whose samples and TensorBoard folders get the grid.
+        every_epochs: cadence.
         translate: `images -> translations`; default: the trainer's own `sample_grid`.
     """
 
@@ -186,42 +193,37 @@ class SampleGrid(keras.callbacks.Callback):
         self,
         real_a: np.ndarray,
         real_b: np.ndarray,
-        sample_dir: Path,
-        log_dir: Optional[Path] = None,
+        run,
         every_epochs: int = 1,
         translate: Optional[Callable] = None,
     ):
         super().__init__()
         self.real_a = np.asarray(real_a, np.float32)
         self.real_b = np.asarray(real_b, np.float32)
-        self.sample_dir = Path(sample_dir)
-        self.log_dir = Path(log_dir) if log_dir else None
+        self.run = run
         self.every_epochs = every_epochs
         self.translate = translate
         self._writer = None
 
     def grid(self) -> np.ndarray:
+        from psr.trainers.base import translation_grid
+
         if self.translate is None:
             return self.model.sample_grid(self.real_a, self.real_b)
-        translate = self.translate
-        fake_b = keras.ops.convert_to_numpy(translate(self.real_a))
-        idt_b = keras.ops.convert_to_numpy(translate(self.real_b))
-        rows = [np.concatenate(list(cols), axis=1) for cols in zip(self.real_a, fake_b, self.real_b, idt_b)]
-        return np.concatenate(rows, axis=0)  # floats in [-1, 1]
+        return translation_grid(self.real_a, self.real_b, self.translate)
 
     def write(self, step: int) -> Path:
         from psr.data.images import save_image, to_uint8
 
         grid = self.grid()
-        self.sample_dir.mkdir(parents=True, exist_ok=True)
-        path = self.sample_dir / f"epoch_{step:04d}.png"
+        path = self.run.sample_grid(step)
+        path.parent.mkdir(parents=True, exist_ok=True)
         save_image(grid, path)
-        if self.log_dir is not None:
-            if self._writer is None:
-                self._writer = tf.summary.create_file_writer(str(self.log_dir / "images"))
-            with self._writer.as_default(step=step):
-                tf.summary.image("input|translation|target|identity", to_uint8(grid)[None], max_outputs=1)
-            self._writer.flush()
+        if self._writer is None:
+            self._writer = tf.summary.create_file_writer(str(self.run.tensorboard_images))
+        with self._writer.as_default(step=step):
+            tf.summary.image("input|translation|target|identity", to_uint8(grid)[None], max_outputs=1)
+        self._writer.flush()
         return path
 
     def on_epoch_end(self, epoch, logs=None):

@@ -38,10 +38,6 @@ def cmd_run(args: argparse.Namespace) -> int:
         print(f"# method: {cfg.method} — {get_method(cfg.method).description}")
         print(dump_config(cfg), end="")
         return 0
-    from psr.rundir import RunDir
-
-    # Before anything is written: the folder must be new, empty or a psr run (marked now).
-    RunDir(cfg.log.run_dir).claim()
     from psr.experiment import train
 
     try:

@@ -14,11 +14,8 @@ contract (`psr.trainers.base.Trainer`).
 
 from __future__ import annotations
 
-import json
-import os
 import signal
 import sys
-import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Optional
@@ -36,16 +33,7 @@ from psr.config import (
     resume_notices,
 )
 from psr.errors import ConfigError
-
-def _write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)
-
+from psr.rundir import RunDir, atomic_write_json, atomic_write_text
 
 # === Interruption ===
 
@@ -129,7 +117,7 @@ def build_trainer(method, model, loss, train: TrainConfig, inputs, strategy):
         keras.config.set_dtype_policy(previous_policy)
 
 
-def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run_dir: Path, data, state, chief: bool,
+def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run: RunDir, data, state, chief: bool,
                        evaluation: list) -> list:
     """Every callback of a run, in order; only the chief gets those that write files.
 
@@ -151,13 +139,13 @@ def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run_di
     callbacks = [ScheduleDriver()]
     if hasattr(data, "jitter"):  # unaligned data: no crop jitter in decay epochs (spec §5)
         callbacks.append(CropJitterSwitch(data.jitter, epochs, data_cfg.jitter_in_decay_epochs))
-    callbacks += [LearningRateLogger(), StepTimer(), NonFiniteLossGuard(run_dir / "checkpoints" / "latest")]
+    callbacks += [LearningRateLogger(), StepTimer(), NonFiniteLossGuard(run.checkpoints_latest)]
     if not chief:
         return callbacks
     real_a, real_b = fixed_sample_batch(data_cfg, log.num_samples, data)
-    callbacks.append(SampleGrid(real_a, real_b, run_dir / "samples", run_dir / "tensorboard", log.sample_every_epochs))
+    callbacks.append(SampleGrid(real_a, real_b, run, log.sample_every_epochs))
     callbacks += evaluation
-    callbacks.append(TensorBoardLogger(run_dir / "tensorboard", log.log_every_steps))
+    callbacks.append(TensorBoardLogger(run.tensorboard_train, log.log_every_steps))
     # Last: an epoch's checkpoint is written once the epoch's other work is done, so a kill at any point
     # either resumes before that work (and redoes it) or after all of it.
     callbacks.append(CheckpointSaver(state, every_epochs=log.checkpoint_every_epochs,
@@ -180,8 +168,12 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     strategy = make_strategy(cfg.train.distribute)
     chief = is_chief(strategy)
     method = get_method(cfg.method)
-    run_dir = Path(cfg.log.run_dir)
-    notices = resume_notices(run_dir / "config.yaml", cfg)
+    run = RunDir(cfg.log.run_dir)
+    run_dir = run.path
+    if chief:
+        # Before anything is written: the folder must be new, empty or a psr run (marked now).
+        run.claim()
+    notices = resume_notices(run.config, cfg)
     configure_determinism(cfg.train)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:
@@ -201,11 +193,11 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         "replicas": replicas,
     }
     if chief:
-        _write_text_atomic(run_dir / "config.yaml", dump_config(cfg, resolved))
+        atomic_write_text(run.config, dump_config(cfg, resolved))
 
     inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed)
     trainer = build_trainer(method, cfg.model, cfg.loss, cfg.train, inputs, strategy)
-    state = TrainingState(run_dir / "checkpoints", trainer, keep=cfg.log.keep_checkpoints,
+    state = TrainingState(run.checkpoints, trainer, keep=cfg.log.keep_checkpoints,
                           steps_per_epoch=steps_per_epoch)
     epoch, step_in_epoch = state.restore()
     for path, reason in state.skipped:
@@ -220,9 +212,9 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         print(f"Resuming {run_dir} at epoch {epoch + 1}/{total}, step {step_in_epoch + 1}.", file=sys.stderr)
 
     stopper = StopOnSignal(steps_per_epoch)
-    evaluation = evaluation_callbacks(cfg.eval, cfg.data, cfg.export, method.eval_protocol, run_dir,
+    evaluation = evaluation_callbacks(cfg.eval, cfg.data, cfg.export, method.eval_protocol, run,
                                       feature_extractor) if chief else []
-    callbacks = training_callbacks(cfg.data, cfg.log, cfg.train.epochs, run_dir, data, state, chief, evaluation)
+    callbacks = training_callbacks(cfg.data, cfg.log, cfg.train.epochs, run, data, state, chief, evaluation)
     callbacks.append(stopper)
 
     def epoch_data(steps: Optional[int] = None):
@@ -257,31 +249,32 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         raise Interrupted(name) from None
 
     if chief:
-        finish_run(cfg.export, cfg.data, run_dir, trainer.inference_network())
+        finish_run(cfg.export, cfg.data, run, trainer.inference_network())
     return run_dir
 
 
-def finish_run(export: ExportConfig, data: DataConfig, run_dir: Path, network) -> None:
+def finish_run(export: ExportConfig, data: DataConfig, run: RunDir, network) -> None:
     """After training: the export and, on the embedded synthetic data, the content scores."""
     if export.after_training:
         from psr.export import export_generator
 
-        export_generator(network, run_dir / "export", export.pad_multiple)
+        export_generator(network, run.export, export.pad_multiple, inputs=run.inputs,
+                         fix=f"move your files out of {run.export}")
     if data.synthetic is not None and data.synthetic.kind == "shapes":
-        report_content_scores(data, export.pad_multiple, run_dir, network)
+        report_content_scores(data, export.pad_multiple, run, network)
 
 
 def evaluation_callbacks(eval_cfg: EvalConfig, data: DataConfig, export: ExportConfig, protocol: str,
-                         run_dir: Path, feature_extractor=None) -> list:
+                         run: RunDir, feature_extractor=None) -> list:
     """Periodic evaluation during training (`eval.every_epochs`), keeping the best checkpoint and export."""
     if not eval_cfg.every_epochs:
         return []
     from psr.evaluation import PeriodicEvaluation
 
-    return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, protocol, run_dir, extractor=feature_extractor)]
+    return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, protocol, run.path, extractor=feature_extractor)]
 
 
-def report_content_scores(data: DataConfig, pad_multiple: int, run_dir: Path, generator) -> dict:
+def report_content_scores(data: DataConfig, pad_multiple: int, run: RunDir, generator) -> dict:
     """Synthetic data has ground-truth translations: PSNR/SSIM of G(testA) against them, and of the input."""
     from psr.data.layout import domain_folders
     from psr.export import translate_any_size
@@ -294,13 +287,13 @@ def report_content_scores(data: DataConfig, pad_multiple: int, run_dir: Path, ge
     def translator(images):
         return translate_any_size(lambda x: generator(x, training=False), images, pad_multiple).numpy()
 
-    out_dir = run_dir / "test_translations"
+    out_dir = run.test_translations
     translate_files(translator, [source], out_dir)
     scores = {
         "translation": content_scores(out_dir, target),
         "input_unchanged": content_scores(source, target),
     }
-    _write_text_atomic(run_dir / "content_scores.json", json.dumps(scores, indent=2))
+    atomic_write_json(run.content_scores, scores)
     t, i = scores["translation"], scores["input_unchanged"]
     print(
         f"Content preservation vs ground truth on {source}: PSNR {t['psnr']:.2f} dB, SSIM {t['ssim']:.3f} "

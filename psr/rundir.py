@@ -162,6 +162,20 @@ def append_line(path: PathLike, line: str) -> Path:
     return path
 
 
+def remove_stale_staging(folder: PathLike, name_prefix: str) -> None:
+    """Removes the staging and trash folders that a killed write of `folder/<name_prefix>...` left behind.
+
+    Only psr's own hidden temporaries (`.<name_prefix>…<staging or trash tag>…`) are touched.
+    """
+    folder = Path(folder)
+    if not folder.is_dir():
+        return
+    for entry in folder.iterdir():
+        name = entry.name
+        if name.startswith("." + name_prefix) and (_STAGING in name or _TRASH in name):
+            _remove_tree(entry)
+
+
 def _remove_tree(path: Path) -> None:
     shutil.rmtree(path, ignore_errors=True)
     with contextlib.suppress(OSError):
@@ -332,6 +346,7 @@ def staged_folder(target: PathLike) -> Iterator[Path]:
     """
     real = resolve(target)
     _make_parent(real)
+    remove_stale_staging(real.parent, real.name)  # what a killed earlier write of this target left
     with os_errors(target):
         staging = Path(tempfile.mkdtemp(prefix=f".{real.name}{_STAGING}", dir=real.parent))
     try:

@@ -7,6 +7,7 @@ from PIL import Image
 
 from psr.callbacks import CropJitterSwitch, LearningRateLogger, SampleGrid, StepTimer
 from psr.schedules import LinearDecay
+from psr.rundir import RunDir
 from psr.trainers.base import Trainer
 
 
@@ -45,13 +46,13 @@ def test_learning_rate_is_the_one_used_during_the_epoch():
 def test_sample_grid_rows_are_input_translation_target_identity(tmp_path):
     real_a = np.full((2, 4, 4, 3), -1.0, np.float32)
     real_b = np.full((2, 4, 4, 3), 1.0, np.float32)
-    grid = SampleGrid(real_a, real_b, tmp_path / "samples", tmp_path / "tb", translate=lambda x: x * 0.0)
+    grid = SampleGrid(real_a, real_b, RunDir(tmp_path), translate=lambda x: x * 0.0)
     path = grid.write(step=3)
     image = np.asarray(Image.open(path))
-    assert path.name == "epoch_0003.png" and image.shape == (8, 16, 3)
+    assert path == tmp_path / "samples" / "epoch_0003.png" and image.shape == (8, 16, 3)
     # Columns: input (−1 → 0), translation (0 → 127), target (1 → 255), identity G(y) (0 → 127).
     assert [int(image[0, c * 4, 0]) for c in range(4)] == [0, 127, 255, 127]
-    assert (tmp_path / "tb" / "images").is_dir()
+    assert any((tmp_path / "tensorboard" / "images").glob("events.*"))
 
 
 def test_step_timer_reports_seconds_per_step():

@@ -55,6 +55,14 @@ class ScheduledValue:
         return {name: (transform(value) if transform else value) for name, transform in names.items()}
 
 
+def translation_grid(sources: np.ndarray, targets: np.ndarray, translate: Callable) -> np.ndarray:
+    """Rows of input | translation | target-domain sample | translation of that sample, floats in [-1, 1]."""
+    fake = ops.convert_to_numpy(translate(sources))
+    identity = ops.convert_to_numpy(translate(targets))
+    rows = [np.concatenate(list(cols), axis=1) for cols in zip(sources, fake, targets, identity)]
+    return np.concatenate(rows, axis=0)
+
+
 class Trainer(keras.Model):
     """Base class of psr trainers (a `keras.Model` with a custom `train_step`)."""
 
@@ -114,10 +122,7 @@ class Trainer(keras.Model):
 
     def sample_grid(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Rows of input | translation | target-domain sample | translation of the target sample."""
-        fake = ops.convert_to_numpy(self.translate(sources))
-        identity = ops.convert_to_numpy(self.translate(targets))
-        rows = [np.concatenate(list(cols), axis=1) for cols in zip(sources, fake, targets, identity)]
-        return np.concatenate(rows, axis=0)
+        return translation_grid(sources, targets, self.translate)
 
     def non_finite_variables(self) -> list[str]:
         """Paths of variables holding NaN or ±inf (weights, optimiser slots, schedule variables)."""
@@ -129,4 +134,4 @@ class Trainer(keras.Model):
         return bad
 
 
-__all__ = ["ScheduledValue", "Trainer"]
+__all__ = ["ScheduledValue", "Trainer", "translation_grid"]

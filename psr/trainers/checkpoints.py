@@ -29,6 +29,7 @@ from typing import Optional, Union
 import keras
 
 from psr.errors import CheckpointError, TrainingError
+from psr.rundir import atomic_write_json, os_errors, remove_stale_staging, staged_folder
 
 TRAINER_FILE = "trainer.weights.h5"
 GENERATOR_FILE = "generator.weights.h5"
@@ -57,22 +58,22 @@ def write_checkpoint(
     trainer: Optional[keras.Model] = None,
     keep: Optional[int] = None,
 ) -> Path:
-    """Writes `folder/ckpt-<epoch>-<step>` atomically; keeps the newest `keep` checkpoints."""
+    """Writes `folder/ckpt-<epoch>-<step>` atomically; keeps the newest `keep` checkpoints.
+
+    The files go into a hidden staging folder that is fsynced and renamed into place, so a reader (or a
+    run killed at any moment) sees only complete checkpoints. An OS fault (disk full, read-only folder)
+    is one `StorageError` line and leaves no staging folder.
+    """
     folder = Path(folder)
-    folder.mkdir(parents=True, exist_ok=True)
-    name = f"ckpt-{epoch:05d}-{step:07d}"
-    for stale in folder.glob(".ckpt-*.tmp"):  # psr's own staging folders, left by a killed write
-        shutil.rmtree(stale, ignore_errors=True)
-    staging = folder / f".{name}.tmp"
-    staging.mkdir()
-    if trainer is not None:
-        trainer.save_weights(str(staging / TRAINER_FILE))
-    generator.save_weights(str(staging / GENERATOR_FILE))
-    (staging / STATE_FILE).write_text(json.dumps({"epoch": epoch, "step": step}), encoding="utf-8")
-    target = folder / name
-    if target.exists():
-        shutil.rmtree(target)
-    os.replace(staging, target)
+    with os_errors(folder):
+        folder.mkdir(parents=True, exist_ok=True)
+    remove_stale_staging(folder, "ckpt-")  # left by a write that was killed
+    target = folder / f"ckpt-{epoch:05d}-{step:07d}"
+    with staged_folder(target) as staging:
+        if trainer is not None:
+            trainer.save_weights(str(staging / TRAINER_FILE))
+        generator.save_weights(str(staging / GENERATOR_FILE))
+        atomic_write_json(staging / STATE_FILE, {"epoch": epoch, "step": step}, indent=None)
     if keep:
         for old in _complete(folder)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
