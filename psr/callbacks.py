@@ -1,24 +1,33 @@
-"""Callbacks that turn a `fit` into a monitored, resumable run.
+"""Callbacks that turn a `fit` into a monitored, resumable run — all of psr's, in one place.
 
 Each callback has one job: drive the scheduled variables, switch the data
 pipeline's crop jitter, log the learning rates and step time, write TensorBoard
-scalars, write image grids, stop on a non-finite loss. They reach the trainer
-only through the contract of `psr.trainers.base.Trainer` (step counter,
-optimisers, schedules, sample grid), so every method gets them unchanged.
+scalars, write image grids, stop on a non-finite loss, save checkpoints, stop
+cleanly on SIGTERM/SIGINT, evaluate periodically. They reach the trainer only
+through the contract of `psr.trainers.base.Trainer` (step counter, optimisers,
+schedules, sample grid, inference network), so every method gets them unchanged.
+`GammaScheduler` is the same job as `ScheduleDriver` for plain Keras models.
 """
 
 from __future__ import annotations
 
+import json
 import math
+import numbers
+import signal
 import time
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Union
 
 import keras
 import numpy as np
 import tensorflow as tf
 
+from psr.config import DataConfig, EvalConfig
+from psr.data.layout import domain_folders
 from psr.errors import TrainingError
+from psr.evaluation import append_record, extractor_record, make_extractor, paired_options, translate_split
+from psr.rundir import RunDir, atomic_write_json
 
 
 class CropJitterSwitch(keras.callbacks.Callback):
@@ -229,3 +238,245 @@ class SampleGrid(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every_epochs == 0:
             self.write(epoch + 1)
+
+
+class GammaScheduler(keras.callbacks.Callback):
+    """Writes `curriculum(epoch)` into the model's Γ variable during `fit`.
+
+    The model must own a `keras.Variable` named by `variable_name` (the one
+    handed to `HardDCELoss(weight_temperature=...)`); assigning it changes the
+    value the compiled train step reads without retracing.
+
+    Args:
+        curriculum: a `GammaCurriculum` (any callable of the 1-based epoch).
+        variable_name: attribute of the model holding the variable.
+        per_step: False (official): Γ is set once at each epoch begin to
+            `curriculum(epoch + 1)` (Keras epochs are 0-based). True: Γ is set
+            before every batch to `curriculum(epoch + (batch + 1) / steps_per_epoch)`,
+            a smooth version of the same curve whose value on an epoch's last
+            batch equals the per-epoch value, so both modes agree at epoch ends
+            and the step (`e > step_epoch`) begins on the same epoch.
+        steps_per_epoch: needed for `per_step=True`; None takes `fit`'s
+            `steps` (known when the dataset has a length).
+
+    At every epoch end `logs["Gamma"]` (Γ) and `logs["gamma"]` (1/Γ) are set,
+    so they reach `History` and any later callback (list this callback
+    before `keras.callbacks.TensorBoard`).
+    """
+
+    def __init__(self, curriculum, variable_name="weight_temperature", per_step=False, steps_per_epoch=None):
+        super().__init__()
+        if not (steps_per_epoch is None or (isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1)):
+            raise ValueError(
+                f"Argument `steps_per_epoch` must be None or an integer >= 1. Received: steps_per_epoch={steps_per_epoch!r}"
+            )
+        self.curriculum = curriculum
+        self.variable_name = variable_name
+        self.per_step = per_step
+        self.steps_per_epoch = steps_per_epoch
+        self._epoch = 0
+
+    def _variable(self):
+        variable = getattr(self.model, self.variable_name, None)
+        if not hasattr(variable, "assign"):
+            raise ValueError(
+                f"GammaScheduler needs a keras.Variable at `model.{self.variable_name}` "
+                f"(pass it to HardDCELoss as weight_temperature). "
+                f"Received: {type(self.model).__name__}.{self.variable_name}={variable!r}"
+            )
+        return variable
+
+    def _steps_per_epoch(self):
+        steps = self.steps_per_epoch or (self.params or {}).get("steps")
+        if not steps:
+            raise ValueError(
+                "GammaScheduler(per_step=True) needs the number of steps per epoch: pass "
+                "`steps_per_epoch` or give `fit` a dataset of known length. Received: steps_per_epoch=None"
+            )
+        return steps
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._epoch = epoch
+        self._variable().assign(self.curriculum(epoch + 1))
+
+    def on_train_batch_begin(self, batch, logs=None):
+        if self.per_step:
+            fractional_epoch = self._epoch + (batch + 1) / self._steps_per_epoch()
+            self._variable().assign(self.curriculum(fractional_epoch))
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None:
+            value = float(self._variable())
+            logs["Gamma"] = value
+            logs["gamma"] = 1.0 / value
+
+
+class CheckpointSaver(keras.callbacks.Callback):
+    """Saves the training state at epoch ends (snapshot every `every_epochs`), every `save_every_steps`
+    iterations and every `save_every_minutes` of wall-clock time (0 turns either off)."""
+
+    def __init__(self, state, every_epochs: int = 5, save_every_steps: int = 0,
+                 save_every_minutes: float = 0.0, clock=time.monotonic):
+        super().__init__()
+        self.state = state
+        self.every_epochs = every_epochs
+        self.save_every_steps = save_every_steps
+        self.save_every_seconds = 60.0 * save_every_minutes
+        self.clock = clock
+        self._last_save = clock()
+
+    def _save(self, snapshot: bool = False) -> None:
+        self.state.save(snapshot=snapshot)
+        self._last_save = self.clock()
+
+    def on_train_batch_end(self, batch, logs=None):
+        step = self.state.trainer.completed_steps
+        if self.state.steps_per_epoch and step % self.state.steps_per_epoch == 0:
+            # An epoch's last step: the epoch-end save follows once the epoch's other work (sample grid,
+            # evaluation, logs) is done. Saving here would let a kill in between skip that work on resume.
+            return
+        if self.save_every_steps and step % self.save_every_steps == 0:
+            self._save()
+        elif self.save_every_seconds and self.clock() - self._last_save >= self.save_every_seconds:
+            self._save()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self._save(snapshot=(epoch + 1) % self.every_epochs == 0)
+
+
+class Interrupted(KeyboardInterrupt):
+    """Raised at a step boundary after SIGTERM / SIGINT, so the state can be saved exactly there."""
+
+    def __init__(self, signal_name: str):
+        super().__init__(signal_name)
+        self.signal_name = signal_name
+
+
+class StopOnSignal(keras.callbacks.Callback):
+    """Turns SIGTERM and SIGINT into a clean stop after the current step.
+
+    The handler only records the signal; the step in flight finishes, then `Interrupted` is raised from
+    `on_train_batch_end`, where the trainer's state is consistent. On an epoch's last step it waits for
+    `on_epoch_end`, so the epoch's own work (sample grid, evaluation, its checkpoint) is done first; list
+    this callback last. A second SIGINT stops at once.
+    """
+
+    def __init__(self, steps_per_epoch: int):
+        super().__init__()
+        self.steps_per_epoch = steps_per_epoch
+        self.received: Optional[str] = None
+
+    def handler(self, signum, frame):
+        name = signal.Signals(signum).name
+        if self.received == "SIGINT" and name == "SIGINT":
+            raise KeyboardInterrupt
+        self.received = name
+
+    def on_train_batch_end(self, batch, logs=None):
+        if self.received and self.model.completed_steps % self.steps_per_epoch:
+            raise Interrupted(self.received)
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.received:
+            raise Interrupted(self.received)
+
+
+class PeriodicEvaluation(keras.callbacks.Callback):
+    """Every `eval.every_epochs`: translate the test split, compute the metrics, keep the best.
+
+    The best generator (by `eval.best_metric`: lower is better, except for the
+    segmentation scores, see `psr.metrics.paired.higher_is_better`) is saved to
+    `checkpoints/best/` and exported to `export_best/`. Metric values are added
+    to the epoch logs as `eval_<name>` (so the TensorBoard logger writes them).
+
+    Args:
+        eval_cfg: the `eval` section (metrics, best metric, extractor, paired-metric options).
+        data: the `data` section (test split, crop size).
+        pad_multiple: `export.pad_multiple`, for any-size translation and the best export.
+        protocol: the method's paper evaluation protocol (which FID features `auto` means).
+        run_dir: the run directory.
+        extractor: replaces the configured feature extractor (tests).
+    """
+
+    def __init__(self, eval_cfg: EvalConfig, data: DataConfig, pad_multiple: int, protocol: str,
+                 run_dir: Union[str, Path], extractor=None):
+        super().__init__()
+        self.eval_cfg = eval_cfg
+        self.data = data
+        self.pad_multiple = pad_multiple
+        self.run = RunDir(run_dir)
+        # Resolved here, before training starts: a missing weights file is an error at start-up.
+        from psr.metrics.paired import split_metric_names
+
+        if extractor is None and split_metric_names(eval_cfg.metrics)[0]:
+            extractor = make_extractor(eval_cfg.features, eval_cfg.feature_weights, eval_cfg.inception_weights,
+                                       protocol=protocol)
+        self.extractor = extractor
+        self.best_file = self.run.best_json
+        self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
+
+    def evaluate(self, epoch: int) -> dict:
+        from psr.export import translate_any_size
+        from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
+        from psr.metrics.registry import evaluate_folders
+
+        generator = self.model.inference_network()
+        multiple = self.pad_multiple
+
+        @tf.function(reduce_retracing=True)
+        def run(images):
+            return translate_any_size(lambda x: generator(x, training=False), images, multiple)
+
+        source, reference = domain_folders(self.data.root, self.data.direction, "test")
+        generated = translate_split(
+            lambda x: run(tf.constant(x)).numpy(), source, self.run.eval_during_training,
+            image_size=self.data.crop_size, max_images=self.eval_cfg.max_images, inputs=[reference],
+        )
+        distribution_metrics, paired_metrics = split_metric_names(self.eval_cfg.metrics)
+        scores = {}
+        if distribution_metrics:
+            scores.update(evaluate_folders(
+                generated, reference, distribution_metrics, extractor=self.extractor,
+                cache_dir=str(Path(self.data.root) / ".psr_cache"),
+                kid_subset_size=self.eval_cfg.kid_subset_size, progress=False,
+            ))
+        if paired_metrics:
+            options = paired_options(self.eval_cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
+            scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
+        append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
+        return scores
+
+    def on_train_begin(self, logs=None):
+        # Missing weights or labels of a paired metric fail now, not after the first epochs.
+        from psr.metrics.paired import check_paired_requirements, split_metric_names
+
+        _, paired_metrics = split_metric_names(self.eval_cfg.metrics)
+        if paired_metrics:
+            options = paired_options(self.eval_cfg, None)
+            labels_dir = options.pop("segmentation_labels")
+            check_paired_requirements(paired_metrics, labels_dir is not None, **options)
+
+    def on_epoch_end(self, epoch, logs=None):
+        from psr.metrics.paired import higher_is_better, result_key
+
+        if (epoch + 1) % self.eval_cfg.every_epochs:
+            return
+        scores = self.evaluate(epoch + 1)
+        value = float(scores[result_key(self.eval_cfg.best_metric)])
+        if logs is not None:
+            logs.update({f"eval_{k}": float(v) for k, v in scores.items()})
+        improved = self.best is None or (
+            value > self.best if higher_is_better(self.eval_cfg.best_metric) else value < self.best
+        )
+        if improved:
+            from psr.export import export_generator
+
+            self.best = value
+            from psr.trainers.checkpoints import write_checkpoint
+
+            network = self.model.inference_network()
+            write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, network, keep=1)
+            export_generator(network, self.run.export_best, self.pad_multiple, inputs=self.run.inputs)
+            atomic_write_json(self.best_file, {"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1})

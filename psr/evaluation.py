@@ -9,16 +9,14 @@ horse→zebra; real photos for Cityscapes labels→photo).
 from __future__ import annotations
 
 import json
-import os
 import time
 from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
-import keras
 import numpy as np
 import tensorflow as tf
 
-from psr.config import DataConfig, EvalConfig
+from psr.config import EvalConfig
 from psr.data.layout import domain_folders
 from psr.errors import ConfigError
 from psr.rundir import RunDir, atomic_write_json, os_errors
@@ -80,7 +78,7 @@ def extractor_record(extractor) -> dict:
     return {"features": extractor_name(extractor), "features_key": str(extractor.cache_key)}
 
 
-def _append_jsonl(path: Path, record: dict) -> None:
+def append_record(path: Path, record: dict) -> None:
     from psr.rundir import append_line
 
     append_line(path, json.dumps(record))
@@ -150,7 +148,7 @@ def evaluate_model(
         data_root = run_cfg.data.root
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
     source, reference = domain_folders(data_root, direction, "test")
-    options = _paired_options(run_cfg.eval if run_cfg is not None else None, paired_options)
+    options = paired_options(run_cfg.eval if run_cfg is not None else None, paired_options)
     labels_dir = options.pop("segmentation_labels")
     if paired_metrics:
         from psr.metrics.paired import check_paired_requirements
@@ -193,7 +191,7 @@ def evaluate_model(
         path = latest_checkpoint(model, checkpoint)
         record["epoch"] = json.loads((path / STATE_FILE).read_text())["epoch"] if path else 0
         atomic_write_json(run.eval_json, record)
-        _append_jsonl(run.eval_jsonl, record)
+        append_record(run.eval_jsonl, record)
         with os_errors(run.tensorboard_eval):
             _write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
@@ -205,7 +203,7 @@ _PAIRED_KEYS = (
 )
 
 
-def _paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> dict:
+def paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> dict:
     """Paired-metric options: the run's `eval.*` values (or the defaults), replaced by given non-None ones."""
     base = eval_cfg if eval_cfg is not None else EvalConfig()
     options = {key: getattr(base, key) for key in _PAIRED_KEYS}
@@ -216,102 +214,3 @@ def _paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> di
     return options
 
 
-class PeriodicEvaluation(keras.callbacks.Callback):
-    """Every `eval.every_epochs`: translate the test split, compute the metrics, keep the best.
-
-    The best generator (by `eval.best_metric`: lower is better, except for the
-    segmentation scores, see `psr.metrics.paired.higher_is_better`) is saved to
-    `checkpoints/best/` and exported to `export_best/`. Metric values are added
-    to the epoch logs as `eval_<name>` (so the TensorBoard logger writes them).
-
-    Args:
-        eval_cfg: the `eval` section (metrics, best metric, extractor, paired-metric options).
-        data: the `data` section (test split, crop size).
-        pad_multiple: `export.pad_multiple`, for any-size translation and the best export.
-        protocol: the method's paper evaluation protocol (which FID features `auto` means).
-        run_dir: the run directory.
-        extractor: replaces the configured feature extractor (tests).
-    """
-
-    def __init__(self, eval_cfg: EvalConfig, data: DataConfig, pad_multiple: int, protocol: str,
-                 run_dir: Union[str, Path], extractor=None):
-        super().__init__()
-        self.eval_cfg = eval_cfg
-        self.data = data
-        self.pad_multiple = pad_multiple
-        self.run = RunDir(run_dir)
-        # Resolved here, before training starts: a missing weights file is an error at start-up.
-        from psr.metrics.paired import split_metric_names
-
-        if extractor is None and split_metric_names(eval_cfg.metrics)[0]:
-            extractor = make_extractor(eval_cfg.features, eval_cfg.feature_weights, eval_cfg.inception_weights,
-                                       protocol=protocol)
-        self.extractor = extractor
-        self.best_file = self.run.best_json
-        self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
-
-    def evaluate(self, epoch: int) -> dict:
-        from psr.export import translate_any_size
-        from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
-        from psr.metrics.registry import evaluate_folders
-
-        generator = self.model.inference_network()
-        multiple = self.pad_multiple
-
-        @tf.function(reduce_retracing=True)
-        def run(images):
-            return translate_any_size(lambda x: generator(x, training=False), images, multiple)
-
-        source, reference = domain_folders(self.data.root, self.data.direction, "test")
-        generated = translate_split(
-            lambda x: run(tf.constant(x)).numpy(), source, self.run.eval_during_training,
-            image_size=self.data.crop_size, max_images=self.eval_cfg.max_images, inputs=[reference],
-        )
-        distribution_metrics, paired_metrics = split_metric_names(self.eval_cfg.metrics)
-        scores = {}
-        if distribution_metrics:
-            scores.update(evaluate_folders(
-                generated, reference, distribution_metrics, extractor=self.extractor,
-                cache_dir=str(Path(self.data.root) / ".psr_cache"),
-                kid_subset_size=self.eval_cfg.kid_subset_size, progress=False,
-            ))
-        if paired_metrics:
-            options = _paired_options(self.eval_cfg, None)
-            labels_dir = options.pop("segmentation_labels")
-            inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
-            scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
-        _append_jsonl(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
-        return scores
-
-    def on_train_begin(self, logs=None):
-        # Missing weights or labels of a paired metric fail now, not after the first epochs.
-        from psr.metrics.paired import check_paired_requirements, split_metric_names
-
-        _, paired_metrics = split_metric_names(self.eval_cfg.metrics)
-        if paired_metrics:
-            options = _paired_options(self.eval_cfg, None)
-            labels_dir = options.pop("segmentation_labels")
-            check_paired_requirements(paired_metrics, labels_dir is not None, **options)
-
-    def on_epoch_end(self, epoch, logs=None):
-        from psr.metrics.paired import higher_is_better, result_key
-
-        if (epoch + 1) % self.eval_cfg.every_epochs:
-            return
-        scores = self.evaluate(epoch + 1)
-        value = float(scores[result_key(self.eval_cfg.best_metric)])
-        if logs is not None:
-            logs.update({f"eval_{k}": float(v) for k, v in scores.items()})
-        improved = self.best is None or (
-            value > self.best if higher_is_better(self.eval_cfg.best_metric) else value < self.best
-        )
-        if improved:
-            from psr.export import export_generator
-
-            self.best = value
-            from psr.trainers.checkpoints import write_checkpoint
-
-            network = self.model.inference_network()
-            write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, network, keep=1)
-            export_generator(network, self.run.export_best, self.pad_multiple, inputs=self.run.inputs)
-            atomic_write_json(self.best_file, {"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1})

@@ -22,6 +22,7 @@ from typing import Optional
 
 import keras
 
+from psr.callbacks import Interrupted, StopOnSignal
 from psr.config import (
     DataConfig,
     EvalConfig,
@@ -38,45 +39,8 @@ from psr.rundir import RunDir, atomic_write_json, atomic_write_text
 # === Interruption ===
 
 
-class Interrupted(KeyboardInterrupt):
-    """Raised at a step boundary after SIGTERM / SIGINT, so the state can be saved exactly there."""
-
-    def __init__(self, signal_name: str):
-        super().__init__(signal_name)
-        self.signal_name = signal_name
-
-
-class StopOnSignal(keras.callbacks.Callback):
-    """Turns SIGTERM and SIGINT into a clean stop after the current step.
-
-    The handler only records the signal; the step in flight finishes, then `Interrupted` is raised from
-    `on_train_batch_end`, where the trainer's state is consistent. On an epoch's last step it waits for
-    `on_epoch_end`, so the epoch's own work (sample grid, evaluation, its checkpoint) is done first; list
-    this callback last. A second SIGINT stops at once.
-    """
-
-    def __init__(self, steps_per_epoch: int):
-        super().__init__()
-        self.steps_per_epoch = steps_per_epoch
-        self.received: Optional[str] = None
-
-    def handler(self, signum, frame):
-        name = signal.Signals(signum).name
-        if self.received == "SIGINT" and name == "SIGINT":
-            raise KeyboardInterrupt
-        self.received = name
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.received and self.model.completed_steps % self.steps_per_epoch:
-            raise Interrupted(self.received)
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.received:
-            raise Interrupted(self.received)
-
-
 @contextmanager
-def signal_handlers(stopper: StopOnSignal):
+def signal_handlers(stopper):
     previous = {}
     try:
         for sig in (signal.SIGTERM, signal.SIGINT):
@@ -125,6 +89,7 @@ def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run: R
     periodic-evaluation callbacks (chief only).
     """
     from psr.callbacks import (
+        CheckpointSaver,
         CropJitterSwitch,
         LearningRateLogger,
         NonFiniteLossGuard,
@@ -134,7 +99,6 @@ def training_callbacks(data_cfg: DataConfig, log: LogConfig, epochs: int, run: R
         TensorBoardLogger,
     )
     from psr.data.builders import fixed_sample_batch
-    from psr.trainers.checkpoints import CheckpointSaver
 
     callbacks = [ScheduleDriver()]
     if hasattr(data, "jitter"):  # unaligned data: no crop jitter in decay epochs (spec §5)
@@ -269,7 +233,7 @@ def evaluation_callbacks(eval_cfg: EvalConfig, data: DataConfig, export: ExportC
     """Periodic evaluation during training (`eval.every_epochs`), keeping the best checkpoint and export."""
     if not eval_cfg.every_epochs:
         return []
-    from psr.evaluation import PeriodicEvaluation
+    from psr.callbacks import PeriodicEvaluation
 
     return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, protocol, run.path, extractor=feature_extractor)]
 

@@ -18,6 +18,8 @@ from typing import Callable, Optional, Sequence, Union
 import keras
 import tensorflow as tf
 
+from psr.data.pixels import to_uint8, to_unit_range
+
 SIGNATURE_FLOAT = "serving_default"
 SIGNATURE_BYTES = "translate_bytes"
 
@@ -33,8 +35,7 @@ def translate_any_size(generator: Callable, images, multiple: int = 4):
 
 def encode_png(image):
     """One `[H, W, 3]` image in [-1, 1] → PNG bytes, quantised like the official test script (clamp, truncate)."""
-    pixels = tf.cast((tf.clip_by_value(image, -1.0, 1.0) + 1.0) / 2.0 * 255.0, tf.uint8)
-    return tf.io.encode_png(pixels)
+    return tf.io.encode_png(to_uint8(image))
 
 
 def decode_image(data):
@@ -44,7 +45,7 @@ def decode_image(data):
         lambda: tf.io.decode_jpeg(data, channels=3, dct_method="INTEGER_ACCURATE"),
         lambda: tf.io.decode_image(data, channels=3, dtype=tf.uint8, expand_animations=False),
     )
-    return tf.cast(image, tf.float32) / 127.5 - 1.0
+    return to_unit_range(image)
 
 
 def export_generator(

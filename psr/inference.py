@@ -8,8 +8,9 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from psr.errors import CheckpointError, DatasetError, OutputError
 from psr.config import minimum_image_side
+from psr.data.pixels import to_unit_range
+from psr.errors import CheckpointError, DatasetError, OutputError
 from psr.export import SIGNATURE_FLOAT, exported_min_input_side, is_saved_model, translate_any_size
 
 
@@ -141,7 +142,7 @@ def translate_files(
     folder = open_output_folder(output_dir, names, kind="translations", inputs=inputs, force=force)
     written = []
     for index, (path, name) in enumerate(zip(files, names)):
-        image = read_image(path).astype(np.float32) / 127.5 - 1.0
+        image = to_unit_range(read_image(path))
         result = translator(image[None])[0]
         data = encode_image(result, name)
         out = folder.write_file(name, lambda stream: stream.write(data))

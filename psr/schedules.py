@@ -10,8 +10,8 @@ float would be frozen at trace time), so changing it never retraces, and
 because the value depends on the step counter alone a resumed run sees exactly
 the values of an uninterrupted one. `LinearDecay` is a regular
 `LearningRateSchedule` of the optimizer's iteration count.
-`GammaScheduler` is the same for plain Keras models (a callback that counts
-epochs itself).
+`psr.callbacks.GammaScheduler` does the same for plain Keras models (a
+callback that counts epochs itself).
 """
 
 from __future__ import annotations
@@ -43,7 +43,7 @@ class GammaCurriculum:
 
     Stateless: `curriculum(epoch)` takes the **1-based** epoch (as the official
     code), a Python number (returns a float) or a tensor (returns a float32
-    tensor). Fractional epochs are allowed (see `GammaScheduler(per_step=True)`).
+    tensor). Fractional epochs are allowed (see `psr.callbacks.GammaScheduler(per_step=True)`).
 
     Args:
         start: Γ_o (`HDCE_gamma`), > 0.
@@ -136,78 +136,6 @@ class GammaCurriculum:
     @classmethod
     def from_config(cls, config):
         return cls(**config)
-
-
-class GammaScheduler(keras.callbacks.Callback):
-    """Writes `curriculum(epoch)` into the model's Γ variable during `fit`.
-
-    The model must own a `keras.Variable` named by `variable_name` (the one
-    handed to `HardDCELoss(weight_temperature=...)`); assigning it changes the
-    value the compiled train step reads without retracing.
-
-    Args:
-        curriculum: a `GammaCurriculum` (any callable of the 1-based epoch).
-        variable_name: attribute of the model holding the variable.
-        per_step: False (official): Γ is set once at each epoch begin to
-            `curriculum(epoch + 1)` (Keras epochs are 0-based). True: Γ is set
-            before every batch to `curriculum(epoch + (batch + 1) / steps_per_epoch)`,
-            a smooth version of the same curve whose value on an epoch's last
-            batch equals the per-epoch value, so both modes agree at epoch ends
-            and the step (`e > step_epoch`) begins on the same epoch.
-        steps_per_epoch: needed for `per_step=True`; None takes `fit`'s
-            `steps` (known when the dataset has a length).
-
-    At every epoch end `logs["Gamma"]` (Γ) and `logs["gamma"]` (1/Γ) are set,
-    so they reach `History` and any later callback (list this callback
-    before `keras.callbacks.TensorBoard`).
-    """
-
-    def __init__(self, curriculum, variable_name="weight_temperature", per_step=False, steps_per_epoch=None):
-        super().__init__()
-        _require(
-            steps_per_epoch is None or (isinstance(steps_per_epoch, numbers.Integral) and steps_per_epoch >= 1),
-            "Argument `steps_per_epoch` must be None or an integer >= 1.",
-            steps_per_epoch=steps_per_epoch,
-        )
-        self.curriculum = curriculum
-        self.variable_name = variable_name
-        self.per_step = per_step
-        self.steps_per_epoch = steps_per_epoch
-        self._epoch = 0
-
-    def _variable(self):
-        variable = getattr(self.model, self.variable_name, None)
-        if not hasattr(variable, "assign"):
-            raise ValueError(
-                f"GammaScheduler needs a keras.Variable at `model.{self.variable_name}` "
-                f"(pass it to HardDCELoss as weight_temperature). "
-                f"Received: {type(self.model).__name__}.{self.variable_name}={variable!r}"
-            )
-        return variable
-
-    def _steps_per_epoch(self):
-        steps = self.steps_per_epoch or (self.params or {}).get("steps")
-        if not steps:
-            raise ValueError(
-                "GammaScheduler(per_step=True) needs the number of steps per epoch: pass "
-                "`steps_per_epoch` or give `fit` a dataset of known length. Received: steps_per_epoch=None"
-            )
-        return steps
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self._epoch = epoch
-        self._variable().assign(self.curriculum(epoch + 1))
-
-    def on_train_batch_begin(self, batch, logs=None):
-        if self.per_step:
-            fractional_epoch = self._epoch + (batch + 1) / self._steps_per_epoch()
-            self._variable().assign(self.curriculum(fractional_epoch))
-
-    def on_epoch_end(self, epoch, logs=None):
-        if logs is not None:
-            value = float(self._variable())
-            logs["Gamma"] = value
-            logs["gamma"] = 1.0 / value
 
 
 # === Time axis ===
@@ -328,4 +256,4 @@ class LinearDecay(keras.optimizers.schedules.LearningRateSchedule):
         }
 
 
-__all__ = ["GAMMA_MODES", "GammaCurriculum", "GammaScheduler", "LinearDecay", "StepSchedule"]
+__all__ = ["GAMMA_MODES", "GammaCurriculum", "LinearDecay", "StepSchedule"]

@@ -127,7 +127,7 @@ def test_periodic_evaluation_checks_paired_requirements_at_train_begin(tmp_path)
 
     from psr.config import EvalConfig, ExperimentConfig
     from psr.errors import ConfigError
-    from psr.evaluation import PeriodicEvaluation
+    from psr.callbacks import PeriodicEvaluation
     from psr.metrics.paired import higher_is_better, result_key
 
     cfg = ExperimentConfig(eval=dataclasses.replace(EvalConfig(), every_epochs=1, metrics=("fid", "miou"),

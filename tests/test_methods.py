@@ -174,7 +174,7 @@ def test_a_registered_method_trains_resumes_exports_and_translates_unchanged(tmp
     resolved = yaml.safe_load((run_dir / "config.yaml").read_text())
     assert resolved["method"] == "toy" and resolved["loss"] == {"weight": 2.0}
     steps = resolved["resolved"]["total_steps"]
-    assert sorted(p.name for p in (run_dir / "checkpoints" / "latest").iterdir())[-1] == f"ckpt-00002-0000000"
+    assert sorted(p.name for p in (run_dir / "checkpoints" / "latest").iterdir())[-1] == "ckpt-00002-0000000"
     assert (run_dir / "export" / "saved_model.pb").is_file()
     assert json.loads((run_dir / "content_scores.json").read_text())["translation"]["psnr"] > 0
     # The schedule is a function of the step counter: the last step ran with scale = 1 + (steps − 1).

@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from psr.losses import HardDCELoss
 from psr.schedules import GammaCurriculum
-from psr.schedules import GammaScheduler
+from psr.callbacks import GammaScheduler
 from psr.schedules import LinearDecay
 
 EPOCHS = [1, 100, 200, 201, 300, 400]

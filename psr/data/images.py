@@ -15,6 +15,7 @@ from typing import Iterable, Sequence
 import numpy as np
 from PIL import Image, features
 
+from psr.data.pixels import to_uint8
 from psr.errors import DatasetError
 
 # The upstream CUT list (data/image_folder.py), plus WebP when this
@@ -185,19 +186,6 @@ def verify_images(paths: Iterable[str | os.PathLike]) -> None:
         raise DatasetError(
             f"Unreadable image {first_bad}{others}: {first_reason}; delete or replace the bad files"
         )
-
-
-def to_uint8(image: np.ndarray) -> np.ndarray:
-    """Converts an image in [-1, 1] to uint8 as the reference test script does.
-
-    Formula:
-    ```
-    uint8 = trunc((clip(x, -1, 1) + 1) / 2 * 255)
-    ```
-    computed in float32 and truncated, not rounded (upstream `tensor2im`).
-    """
-    values = np.clip(np.asarray(image, dtype=np.float32), -1.0, 1.0)
-    return ((values + np.float32(1.0)) / np.float32(2.0) * np.float32(255.0)).astype(np.uint8)
 
 
 def _format_for(path: str) -> str:

@@ -41,6 +41,7 @@ import tensorflow as tf
 from PIL import Image
 
 from psr.data.images import read_image
+from psr.data.pixels import to_unit_range
 
 DOMAINS = ("A", "B")
 
@@ -52,8 +53,6 @@ _FULL_IMAGE_MULTIPLE = 4
 SAMPLE_PAIR_FILES = ("trainA/rocket_painting.png", "trainB/rocket_photo.png")
 
 
-def _to_unit_range(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 class SingleImageDataset:
@@ -142,7 +141,7 @@ class SingleImageDataset:
 
     def _prepare(self, pixels: np.ndarray) -> tf.Tensor:
         """[1, H', W', 3] float32 in [-1, 1]; sides below crop_size stretched to it."""
-        image = tf.constant(_to_unit_range(pixels))[None]
+        image = tf.constant(to_unit_range(pixels))[None]
         height, width = pixels.shape[:2]
         target = (max(height, self.crop_size), max(width, self.crop_size))
         if target != (height, width):
@@ -221,7 +220,7 @@ class SingleImageDataset:
         new_width = max(_FULL_IMAGE_MULTIPLE, int(round(width / _FULL_IMAGE_MULTIPLE) * _FULL_IMAGE_MULTIPLE))
         if (new_height, new_width) != (height, width):
             pixels = np.asarray(Image.fromarray(pixels).resize((new_width, new_height), Image.BILINEAR))
-        return _to_unit_range(pixels)
+        return to_unit_range(pixels)
 
     @staticmethod
     def _check_domain(domain: str) -> str:

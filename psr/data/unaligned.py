@@ -19,6 +19,7 @@ from PIL import Image
 
 from psr.data.images import list_images, read_image, verify_images
 from psr.data.layout import domain_letters
+from psr.data.pixels import to_unit_range
 from psr.errors import DatasetError
 from psr.registry import DIRECTIONS, PREPROCESS_MODES
 
@@ -67,8 +68,6 @@ def _random_crop(image: Image.Image, crop_size: int, unit_x: float, unit_y: floa
     return image.crop((left, top, left + crop_size, top + crop_size))
 
 
-def _to_unit_range(pixels: np.ndarray) -> np.ndarray:
-    return pixels.astype(np.float32) / np.float32(127.5) - np.float32(1.0)
 
 
 def transform_image(
@@ -106,7 +105,7 @@ def transform_image(
     image = _round_to_multiple_of_4(image)
     if flip and unit_flip < 0.5:
         image = image.transpose(Image.FLIP_LEFT_RIGHT)
-    return _to_unit_range(np.asarray(image))
+    return to_unit_range(np.asarray(image))
 
 
 # === Training dataset ===
@@ -357,7 +356,7 @@ def _make_test_loader(image_size: int | None) -> Callable[[bytes], np.ndarray]:
             image = _round_to_multiple_of_4(image)
         else:
             image = _resize_bicubic(image, image_size, image_size)
-        return _to_unit_range(np.asarray(image))
+        return to_unit_range(np.asarray(image))
 
     return load
 

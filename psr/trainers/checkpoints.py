@@ -19,10 +19,8 @@ Layout under `<run>/checkpoints/`:
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
-import time
 from pathlib import Path
 from typing import Optional, Union
 
@@ -181,39 +179,6 @@ def _first_line(err: BaseException) -> str:
 def latest_checkpoint_in(folder: Union[str, Path]) -> Optional[Path]:
     found = _complete(Path(folder))
     return found[-1] if found else None
-
-
-class CheckpointSaver(keras.callbacks.Callback):
-    """Saves the training state at epoch ends (snapshot every `every_epochs`), every `save_every_steps`
-    iterations and every `save_every_minutes` of wall-clock time (0 turns either off)."""
-
-    def __init__(self, state: TrainingState, every_epochs: int = 5, save_every_steps: int = 0,
-                 save_every_minutes: float = 0.0, clock=time.monotonic):
-        super().__init__()
-        self.state = state
-        self.every_epochs = every_epochs
-        self.save_every_steps = save_every_steps
-        self.save_every_seconds = 60.0 * save_every_minutes
-        self.clock = clock
-        self._last_save = clock()
-
-    def _save(self, snapshot: bool = False) -> None:
-        self.state.save(snapshot=snapshot)
-        self._last_save = self.clock()
-
-    def on_train_batch_end(self, batch, logs=None):
-        step = self.state.trainer.completed_steps
-        if self.state.steps_per_epoch and step % self.state.steps_per_epoch == 0:
-            # An epoch's last step: the epoch-end save follows once the epoch's other work (sample grid,
-            # evaluation, logs) is done. Saving here would let a kill in between skip that work on resume.
-            return
-        if self.save_every_steps and step % self.save_every_steps == 0:
-            self._save()
-        elif self.save_every_seconds and self.clock() - self._last_save >= self.save_every_seconds:
-            self._save()
-
-    def on_epoch_end(self, epoch, logs=None):
-        self._save(snapshot=(epoch + 1) % self.every_epochs == 0)
 
 
 def restore_generator(run_dir: Union[str, Path], generator: keras.Model, which: str = "latest") -> Path:

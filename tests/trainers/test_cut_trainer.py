@@ -134,7 +134,8 @@ def test_combine_layers():
 
 
 def test_fit_with_batch_two_under_xla_traces_once_while_gamma_changes():
-    from psr.schedules import GammaCurriculum, GammaScheduler
+    from psr.callbacks import GammaScheduler
+    from psr.schedules import GammaCurriculum
 
     traces = []
     trainer = make_trainer(LossConfig(), g_lr=0.01, batch_trace_counter=traces, jit=True)

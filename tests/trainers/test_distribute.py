@@ -92,7 +92,7 @@ def test_two_process_multi_worker_run_writes_one_run_directory(tmp_path):
     assert config["resolved"]["replicas"] == 2
     checkpoints = sorted(p.name for p in (run_dir / "checkpoints" / "latest").iterdir())
     steps = config["resolved"]["steps_per_epoch"]
-    assert checkpoints == [f"ckpt-00001-0000000"], checkpoints
+    assert checkpoints == ["ckpt-00001-0000000"], checkpoints
     assert steps >= 1
     # Only the chief wrote: one TensorBoard event file per writer, no second run directory.
     events = list((run_dir / "tensorboard" / "train").glob("events.*"))
