@@ -18,14 +18,12 @@ import glob
 import os
 from dataclasses import dataclass
 
-import keras
 import numpy as np
 import tensorflow as tf
 
 from psr.errors import CheckpointError, ConfigError
-from psr.metrics.features import FeatureExtractor, InceptionFeatures, _file_sha256
+from psr.metrics.features import BatchedFeatures, FeatureExtractor, InceptionFeatures, _file_sha256
 from psr.metrics.fid_inception import (
-    FEATURE_DIM,
     build_inception_v3,
     check_weights_variant,
     load_torch_inception_weights,
@@ -65,7 +63,7 @@ _IMAGENET_STD = (0.229, 0.224, 0.225)
 # === Extractors ===
 
 
-class TorchInceptionFeatures(FeatureExtractor):
+class TorchInceptionFeatures(BatchedFeatures):
     """Pool3 features (2048-d) of a torch Inception-v3 weights file; base of the two paper extractors.
 
     The Keras model is built and the weights read on the first call, so creating
@@ -85,8 +83,7 @@ class TorchInceptionFeatures(FeatureExtractor):
     preprocessing_id = ""
 
     def __init__(self, weights: str | os.PathLike, batch_size: int = 50):
-        if batch_size < 1:
-            raise ValueError(f"Argument `batch_size` must be >= 1. Received: batch_size={batch_size}")
+        super().__init__(batch_size)
         weights = os.fspath(weights)
         if not os.path.isfile(weights):
             raise CheckpointError(
@@ -94,17 +91,10 @@ class TorchInceptionFeatures(FeatureExtractor):
                 f"{WEIGHTS_FILES[self.name].url} and pass it with --feature-weights PATH."
             )
         self.weights = weights
-        self.batch_size = int(batch_size)
-        self._model: keras.Model | None = None
-        self._forward = None
-        self._cache_key: str | None = None
 
-    @property
-    def cache_key(self) -> str:
-        if self._cache_key is None:
-            digest = _file_sha256(self.weights)[:16]
-            self._cache_key = f"{self.name}-inception_v3-pool3-sha256-{digest}-{self.preprocessing_id}"
-        return self._cache_key
+    def _compute_cache_key(self) -> str:
+        digest = _file_sha256(self.weights)[:16]
+        return f"{self.name}-inception_v3-pool3-sha256-{digest}-{self.preprocessing_id}"
 
     def _build(self) -> None:
         from psr.torch_weights import read_torch_state_dict
@@ -122,30 +112,8 @@ class TorchInceptionFeatures(FeatureExtractor):
 
     _forward_dtype = tf.float32
 
-    def _host_preprocess(self, images: np.ndarray) -> np.ndarray:
-        """Work done on the host before the graph (none by default)."""
-        return images
-
     def _normalise(self, pixels: tf.Tensor) -> tf.Tensor:
         raise NotImplementedError
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Features `[B, 2048]` float32 of uint8 images `[B, H, W, 3]` of one size."""
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                "Expected uint8 images of shape [B, H, W, 3]. "
-                f"Received: dtype={images.dtype}, shape={images.shape}"
-            )
-        if self._model is None:
-            self._build()
-        outputs = [
-            self._forward(tf.constant(self._host_preprocess(images[start : start + self.batch_size]))).numpy()
-            for start in range(0, images.shape[0], self.batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, FEATURE_DIM), dtype=np.float32)
-        return np.concatenate(outputs, axis=0).astype(np.float32)
 
 
 class PytorchFidFeatures(TorchInceptionFeatures):

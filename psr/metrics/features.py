@@ -72,7 +72,56 @@ def _one_line(text: str) -> str:
     return " ".join(str(text).split())
 
 
-class InceptionFeatures(FeatureExtractor):
+class BatchedFeatures(FeatureExtractor):
+    """Shared machinery of psr's extractors: a lazily built `_forward` graph run batch by batch, and a
+    cache key computed once (`_compute_cache_key`). Subclasses implement `_build` (setting `_forward`)."""
+
+    feature_dim = INCEPTION_FEATURE_DIM
+
+    def __init__(self, batch_size: int = 50):
+        if batch_size < 1:
+            raise ValueError(f"Argument `batch_size` must be >= 1. Received: batch_size={batch_size}")
+        self.batch_size = int(batch_size)
+        self._model: keras.Model | None = None
+        self._forward = None
+        self._cache_key: str | None = None
+
+    @property
+    def cache_key(self) -> str:
+        if self._cache_key is None:
+            self._cache_key = self._compute_cache_key()
+        return self._cache_key
+
+    def _compute_cache_key(self) -> str:
+        raise NotImplementedError
+
+    def _build(self) -> None:
+        raise NotImplementedError
+
+    def _host_preprocess(self, images: np.ndarray) -> np.ndarray:
+        """Work done on the host before the graph (none by default)."""
+        return images
+
+    def __call__(self, images: np.ndarray) -> np.ndarray:
+        """Features `[B, feature_dim]` float32 of uint8 images `[B, H, W, 3]` of one size."""
+        images = np.asarray(images)
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
+            raise ValueError(
+                "Expected uint8 images of shape [B, H, W, 3]. "
+                f"Received: dtype={images.dtype}, shape={images.shape}"
+            )
+        if self._model is None:
+            self._build()
+        outputs = [
+            self._forward(tf.constant(self._host_preprocess(images[start : start + self.batch_size]))).numpy()
+            for start in range(0, images.shape[0], self.batch_size)
+        ]
+        if not outputs:
+            return np.zeros((0, self.feature_dim), dtype=np.float32)
+        return np.concatenate(outputs, axis=0).astype(np.float32)
+
+
+class InceptionFeatures(BatchedFeatures):
     """Inception-v3 pool features (2048-d) of uint8 images, for FID and KID.
 
     The Keras model is built on the first call, not at construction, so that
@@ -95,8 +144,7 @@ class InceptionFeatures(FeatureExtractor):
     name = "keras-imagenet"  # the `eval.features` name; tags results
 
     def __init__(self, weights: str | None = "imagenet", batch_size: int = 50, image_size: int = 299):
-        if batch_size < 1:
-            raise ValueError(f"Argument `batch_size` must be >= 1. Received: batch_size={batch_size}")
+        super().__init__(batch_size)
         if image_size < 75:
             # InceptionV3 has no spatial output left below 75×75.
             raise ValueError(f"Argument `image_size` must be >= 75. Received: image_size={image_size}")
@@ -108,26 +156,17 @@ class InceptionFeatures(FeatureExtractor):
                     f"(e.g. {INCEPTION_WEIGHTS_FILENAME}) with --inception-weights PATH."
                 )
         self.weights = weights
-        self.batch_size = int(batch_size)
         self.image_size = int(image_size)
-        self._model: keras.Model | None = None
-        self._forward = None
-        self._cache_key: str | None = None
 
-    @property
-    def cache_key(self) -> str:
-        if self._cache_key is None:
-            if self.weights == "imagenet":
-                weights_id = "keras-imagenet"
-            elif self.weights is None:
-                # Random weights differ per instance: never share a cache entry.
-                weights_id = f"random-{uuid.uuid4().hex}"
-            else:
-                weights_id = f"sha256-{_file_sha256(self.weights)[:16]}"
-            self._cache_key = (
-                f"inception_v3-pool-{weights_id}-{self.image_size}px-bilinear-noaa-uint8-pm1"
-            )
-        return self._cache_key
+    def _compute_cache_key(self) -> str:
+        if self.weights == "imagenet":
+            weights_id = "keras-imagenet"
+        elif self.weights is None:
+            # Random weights differ per instance: never share a cache entry.
+            weights_id = f"random-{uuid.uuid4().hex}"
+        else:
+            weights_id = f"sha256-{_file_sha256(self.weights)[:16]}"
+        return f"inception_v3-pool-{weights_id}-{self.image_size}px-bilinear-noaa-uint8-pm1"
 
     def _build(self) -> None:
         input_shape = (self.image_size, self.image_size, 3)
@@ -158,24 +197,6 @@ class InceptionFeatures(FeatureExtractor):
             return model(pixels, training=False)
 
         self._forward = forward
-
-    def __call__(self, images: np.ndarray) -> np.ndarray:
-        """Features `[B, 2048]` float32 of uint8 images `[B, H, W, 3]` of one size."""
-        images = np.asarray(images)
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[-1] != 3:
-            raise ValueError(
-                "Expected uint8 images of shape [B, H, W, 3]. "
-                f"Received: dtype={images.dtype}, shape={images.shape}"
-            )
-        if self._model is None:
-            self._build()
-        outputs = [
-            self._forward(tf.constant(images[start : start + self.batch_size])).numpy()
-            for start in range(0, images.shape[0], self.batch_size)
-        ]
-        if not outputs:
-            return np.zeros((0, INCEPTION_FEATURE_DIM), dtype=np.float32)
-        return np.concatenate(outputs, axis=0).astype(np.float32)
 
 
 # === Folders ===
