@@ -81,7 +81,7 @@ def cmd_translate(args: argparse.Namespace) -> int:
 
 def cmd_eval(args: argparse.Namespace) -> int:
     from psr.evaluation import evaluate_model
-    from psr.metrics.names import unknown_metric_message
+    from psr.registry import unknown_metric_message
 
     metrics = [m.strip() for m in args.metrics.split(",") if m.strip()]
     problem = unknown_metric_message(metrics)

@@ -19,7 +19,7 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Mapping, Optional, Union
 
 import yaml
 
@@ -431,14 +431,29 @@ def _deep_copy(raw: Any) -> Any:
 # === Public entry points ===
 
 
+def _merge(defaults: Mapping, raw: Mapping) -> dict:
+    """`raw` laid over `defaults`, section by section."""
+    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
+    for key, value in raw.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def infer_method(raw: Mapping) -> str:
+    """The method of a file written before `method:` existed: single-image data means SinCUT."""
+    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
+    return "sincut" if data.get("kind") == "single_image" else "cut"
+
+
 def config_from_dict(raw: Optional[dict], overrides: Optional[list[str]] = None) -> ExperimentConfig:
     """Validates a raw mapping (a parsed YAML file) into an `ExperimentConfig`.
 
     The `method` key (inferred for files written before it existed) chooses the classes of the `model` and
     `loss` sections and the defaults laid under the file's values.
     """
-    from psr.methods import get_method, infer_method, with_defaults
-
     raw = {} if raw is None else raw
     if not isinstance(raw, dict):
         raise ConfigError(f"The experiment file must be a YAML mapping of sections, got {type(raw).__name__}.")
@@ -448,8 +463,10 @@ def config_from_dict(raw: Optional[dict], overrides: Optional[list[str]] = None)
         name = infer_method(raw)
     elif not isinstance(name, str):
         raise ConfigError(f"method: expected a string, got {name!r}.")
-    method = get_method(name)
-    raw = with_defaults(method, {**raw, "method": name})
+    if name not in registry.METHODS:
+        raise ConfigError(f"method: {registry.METHODS.unknown_message(name)}")
+    method = registry.METHODS.get(name)  # a `psr.methods.Method`, imported on first use
+    raw = _merge(method.defaults, {**raw, "method": name})
     sections = {
         "model": _build(method.model_config, _section(raw, "model"), "model"),
         "loss": _build(method.loss_config, _section(raw, "loss"), "loss"),
@@ -640,7 +657,7 @@ def check_crop_size(cfg: ExperimentConfig) -> None:
 
 def check_eval_metrics(cfg: ExperimentConfig) -> None:
     """`eval.metrics` names must be registered metrics (checked without importing TensorFlow)."""
-    from psr.metrics.names import unknown_metric_message
+    from psr.registry import unknown_metric_message
 
     problem = unknown_metric_message(cfg.eval.metrics)
     if problem:

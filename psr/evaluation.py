@@ -129,7 +129,7 @@ def evaluate_model(
     from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
 
-    from psr.metrics.names import unknown_metric_message
+    from psr.registry import unknown_metric_message
 
     problem = unknown_metric_message(metrics)
     if problem:  # before any image is translated

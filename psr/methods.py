@@ -74,28 +74,8 @@ def _resolve(target: Union[str, Callable[..., Any]]) -> Callable[..., Any]:
     return target
 
 
-def _merge(defaults: Mapping, raw: Mapping) -> dict:
-    """`raw` laid over `defaults`, section by section."""
-    out = {k: (dict(v) if isinstance(v, Mapping) else v) for k, v in defaults.items()}
-    for key, value in raw.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = _merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
-def with_defaults(method: Method, raw: Mapping) -> dict:
-    return _merge(method.defaults, raw)
-
-
-def infer_method(raw: Mapping) -> str:
-    """The method of a file written before `method:` existed: single-image data means SinCUT."""
-    data = raw.get("data") if isinstance(raw.get("data"), Mapping) else {}
-    return "sincut" if data.get("kind") == "single_image" else "cut"
-
-
 def get_method(name: str) -> Method:
+    """The registered method `name` (a one-line `ConfigError` naming the valid ones otherwise)."""
     from psr.errors import ConfigError
 
     if name not in METHODS:

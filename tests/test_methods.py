@@ -13,7 +13,8 @@ from keras import ops
 
 from psr.config import config_from_dict, load_experiment
 from psr.errors import ConfigError
-from psr.methods import Method, TrainerInputs, infer_method
+from psr.config import infer_method
+from psr.methods import Method, TrainerInputs
 from psr.registry import METHODS
 from psr.schedules import GammaCurriculum, StepSchedule
 from psr.trainers.base import ScheduledValue, Trainer

@@ -9,9 +9,8 @@
 - `paired`: paired metrics by name (`lpips`, `fcn`, `miou`), `split_metric_names`, `compute_paired_metrics`.
 - `lpips`: the LPIPS v0.1 AlexNet Keras model, `lpips_diversity` (StarGAN v2's diversity score).
 - `segmentation`: Cityscapes labels, `fast_hist`, `segmentation_scores`, the DRN segmenter protocols.
-- `names`: the metric names, without TensorFlow (configuration checks).
-
-The names below are imported on first use, so `psr.metrics.names` loads without TensorFlow.
+The metric names themselves live in `psr.registry` (configuration checks need no TensorFlow); the
+names below are imported on first use.
 """
 
 import importlib

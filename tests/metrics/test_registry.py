@@ -163,11 +163,13 @@ class TestEvaluateFolders:
 
 
 def test_the_tensorflow_free_name_list_matches_the_builtin_registry():
-    """psr.metrics.names lets the config check names without TensorFlow; it must name what the registry has."""
-    from psr.metrics.names import BUILTIN_METRICS, known_metric_names, unknown_metric_message
+    """psr.registry lets the config check names without TensorFlow; it must name what the registry has."""
+    from psr.metrics.paired import list_paired_metrics
+    from psr.registry import BUILTIN_METRICS, BUILTIN_PAIRED_METRICS, known_metric_names, unknown_metric_message
 
     builtin = {name for name in list_metrics() if registry._METRICS[name].__module__ == registry.__name__}
     assert set(BUILTIN_METRICS) == builtin
-    assert set(known_metric_names()) == set(list_metrics())
-    assert unknown_metric_message(["fid", "kid"]) is None
-    assert unknown_metric_message([]) == "no metric given; choose from fid, kid"
+    assert set(BUILTIN_PAIRED_METRICS) == set(list_paired_metrics())
+    assert set(known_metric_names()) == set(list_metrics()) | set(list_paired_metrics())
+    assert unknown_metric_message(["fid", "kid", "lpips"]) is None
+    assert unknown_metric_message([]) == "no metric given; choose from fcn, fid, kid, lpips, miou"
