@@ -26,7 +26,7 @@ import tensorflow as tf
 from psr.config import DataConfig, EvalConfig
 from psr.data.layout import domain_folders
 from psr.errors import TrainingError
-from psr.evaluation import append_record, extractor_record, make_extractor, paired_options, translate_split
+from psr.evaluation import append_record, extractor_record, make_extractor, resolve_paired_options, translate_split
 from psr.rundir import RunDir, atomic_write_json
 
 
@@ -441,7 +441,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
                 kid_subset_size=self.eval_cfg.kid_subset_size, progress=False,
             ))
         if paired_metrics:
-            options = paired_options(self.eval_cfg, None)
+            options = resolve_paired_options(self.eval_cfg, None)
             labels_dir = options.pop("segmentation_labels")
             inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
             scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
@@ -454,7 +454,7 @@ class PeriodicEvaluation(keras.callbacks.Callback):
 
         _, paired_metrics = split_metric_names(self.eval_cfg.metrics)
         if paired_metrics:
-            options = paired_options(self.eval_cfg, None)
+            options = resolve_paired_options(self.eval_cfg, None)
             labels_dir = options.pop("segmentation_labels")
             check_paired_requirements(paired_metrics, labels_dir is not None, **options)
 

@@ -148,7 +148,7 @@ def evaluate_model(
         data_root = run_cfg.data.root
     direction = direction or (run_cfg.data.direction if run_cfg else "AtoB")
     source, reference = domain_folders(data_root, direction, "test")
-    options = paired_options(run_cfg.eval if run_cfg is not None else None, paired_options)
+    options = resolve_paired_options(run_cfg.eval if run_cfg is not None else None, paired_options)
     labels_dir = options.pop("segmentation_labels")
     if paired_metrics:
         from psr.metrics.paired import check_paired_requirements
@@ -203,7 +203,7 @@ _PAIRED_KEYS = (
 )
 
 
-def paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> dict:
+def resolve_paired_options(eval_cfg: Optional[EvalConfig], given: Optional[dict]) -> dict:
     """Paired-metric options: the run's `eval.*` values (or the defaults), replaced by given non-None ones."""
     base = eval_cfg if eval_cfg is not None else EvalConfig()
     options = {key: getattr(base, key) for key in _PAIRED_KEYS}

@@ -169,7 +169,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     for notice in notices:
         print(f"Resuming with a changed setting: {notice}.", file=sys.stderr)
     done_steps = trainer.completed_steps
-    if done_steps >= steps_per_epoch * total:
+    finished_before = done_steps >= steps_per_epoch * total
+    if finished_before:
         print(f"{run_dir} already finished training ({total} epochs, {done_steps} steps); "
               "raise train.epochs or train.decay_epochs to train further.", file=sys.stderr)
     elif done_steps:
@@ -213,18 +214,26 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         raise Interrupted(name) from None
 
     if chief:
-        finish_run(cfg.export, cfg.data, run, trainer.inference_network())
+        finish_run(cfg.export, cfg.data, run, trainer.inference_network(), only_missing=finished_before)
     return run_dir
 
 
-def finish_run(export: ExportConfig, data: DataConfig, run: RunDir, network) -> None:
-    """After training: the export and, on the embedded synthetic data, the content scores."""
-    if export.after_training:
+def finish_run(export: ExportConfig, data: DataConfig, run: RunDir, network, only_missing: bool = False) -> None:
+    """After training: the export and, on the embedded synthetic data, the content scores.
+
+    `only_missing` (a rerun of a finished run): write only what is not there yet, e.g. after a kill
+    during the export.
+    """
+    from psr.export import is_saved_model
+
+    if export.after_training and not (only_missing and is_saved_model(run.export)):
         from psr.export import export_generator
 
         export_generator(network, run.export, export.pad_multiple, inputs=run.inputs,
                          fix=f"move your files out of {run.export}")
-    if data.synthetic is not None and data.synthetic.kind == "shapes":
+    if data.synthetic is not None and data.synthetic.kind == "shapes" and not (
+        only_missing and run.content_scores.is_file()
+    ):
         report_content_scores(data, export.pad_multiple, run, network)
 
 

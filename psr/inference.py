@@ -8,10 +8,15 @@ from typing import Callable, Iterable, Optional, Sequence, Union
 import numpy as np
 import tensorflow as tf
 
-from psr.config import minimum_image_side
 from psr.data.pixels import to_unit_range
 from psr.errors import CheckpointError, DatasetError, OutputError
-from psr.export import SIGNATURE_FLOAT, exported_min_input_side, is_saved_model, translate_any_size
+from psr.export import (
+    SIGNATURE_FLOAT,
+    exported_min_input_side,
+    generator_min_input_side,
+    is_saved_model,
+    translate_any_size,
+)
 
 
 def load_run_generator(run_dir: Union[str, Path], checkpoint: str = "latest"):
@@ -60,7 +65,7 @@ def load_translator(model: Union[str, Path], checkpoint: str = "latest") -> Call
         return run_keras(tf.constant(images, tf.float32)).numpy()
 
     run.generator = generator
-    run.min_input_side = minimum_image_side(cfg.model.generator, multiple)
+    run.min_input_side = generator_min_input_side(generator, multiple)  # None for a network psr cannot size
     return run
 
 

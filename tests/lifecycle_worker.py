@@ -13,6 +13,7 @@ import os
 import signal
 import sys
 import time
+from pathlib import Path
 
 import keras
 
@@ -74,16 +75,16 @@ def install(record_path: str, kill: str, patch=setattr) -> None:
         patch(checkpoints, "write_checkpoint", write)
 
     if kill == "export":
-        import psr.export as export
+        import psr.rundir as rundir
 
-        original_write_out = keras.export.ExportArchive.write_out
+        original_fsync_tree = rundir.fsync_tree
 
-        def write_out(self, path, *args, **kwargs):
-            original_write_out(self, path, *args, **kwargs)
-            die()  # the SavedModel is in its staging folder, not yet renamed into place
+        def fsync_tree(folder):
+            if Path(folder).name.startswith(".export"):
+                die()  # the SavedModel is complete in its staging folder, not yet renamed into place
+            original_fsync_tree(folder)
 
-        patch(keras.export.ExportArchive, "write_out", write_out)
-        assert export  # the module reads keras.export at call time
+        patch(rundir, "fsync_tree", fsync_tree)
 
 
 if __name__ == "__main__":

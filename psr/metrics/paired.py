@@ -14,7 +14,6 @@ own partner: LPIPS with the input it came from (or its paired target), `fcn` and
 
 from __future__ import annotations
 
-import difflib
 import inspect
 import os
 import re
@@ -73,17 +72,13 @@ def split_metric_names(names: str | Iterable[str]) -> tuple[list[str], list[str]
         ConfigError: an empty list, or a name in neither registry (one line listing the valid names).
     """
     from psr.metrics.registry import list_metrics
+    from psr.registry import unknown_metric_message
 
     names = [names] if isinstance(names, str) else list(names)
+    problem = unknown_metric_message(names)
+    if problem:
+        raise ConfigError(f"--metrics: {problem}")
     distribution, paired = set(list_metrics()), set(list_paired_metrics())
-    valid = ", ".join(sorted(distribution | paired))
-    if not names:
-        raise ConfigError(f"No metric requested: pass --metrics with some of {valid}")
-    for name in names:
-        if name not in distribution | paired:
-            close = difflib.get_close_matches(str(name), sorted(distribution | paired), n=1)
-            hint = f" (did you mean {close[0]!r}?)" if close else ""
-            raise ConfigError(f"Unknown metric {name!r}{hint}; valid metrics: {valid}")
     return [n for n in names if n in distribution], [n for n in names if n in paired]
 
 

@@ -144,11 +144,11 @@ class TrainingState:
             raise NonFiniteStateError(bad, latest_checkpoint_in(self.directory / "latest"))
         completed_epochs, step_in_epoch = self.position()
         network = self.trainer.inference_network()
-        path = write_checkpoint(self.directory / "latest", completed_epochs, step_in_epoch, network,
-                                self.trainer, keep=2)
         if snapshot:
+            # Before the rolling checkpoint: a kill in between resumes before this point and redoes both.
             write_checkpoint(self.directory / "epochs", completed_epochs, 0, network, self.trainer, keep=self.keep)
-        return path
+        return write_checkpoint(self.directory / "latest", completed_epochs, step_in_epoch, network,
+                                self.trainer, keep=2)
 
 
 def resume_advice(last_good: Optional[Path]) -> str:
