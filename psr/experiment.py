@@ -146,7 +146,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
             f"{replicas} replicas of train.distribute {cfg.train.distribute}; set it to a multiple of {replicas}."
         )
 
-    data = build_training_data(cfg.data, cfg.train.batch_size, cfg.train.seed)
+    data = build_training_data(cfg.data, cfg.train.batch_size, cfg.train.seed, create=chief)
     steps_per_epoch = cfg.train.steps_per_epoch or data.steps_per_epoch
     total = cfg.train.total_epochs
     resolved = {

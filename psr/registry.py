@@ -147,7 +147,7 @@ CONTRASTIVE_LOSSES = Registry("contrastive loss", {
     "patchnce": "psr.builders:patchnce_loss",
 })
 
-#: Training data kinds: name → builder `(DataConfig, batch_size, seed) -> dataset object`.
+#: Training data kinds: name → builder `(DataConfig, batch_size, seed, create) -> dataset object`.
 DATA_KINDS = Registry("data kind", {
     "unaligned": "psr.data.builders:unaligned_training_data",
     "single_image": "psr.data.builders:single_image_training_data",

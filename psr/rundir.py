@@ -22,6 +22,7 @@ import errno
 import json
 import os
 import shutil
+import socket
 import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,17 +163,45 @@ def append_line(path: PathLike, line: str) -> Path:
     return path
 
 
+def _owner_tag() -> str:
+    """`<pid>@<host>@`, put into every staging/trash name, so a stale one can be told from a live writer's."""
+    return f"{os.getpid()}@{socket.gethostname().replace('@', '_')}@"
+
+
+def _writer_is_gone(name: str) -> bool:
+    """Whether the process that made this temporary (named with `_owner_tag`) no longer runs on this host.
+
+    Temporaries of another host (a shared file system) or without a tag are left alone.
+    """
+    for tag in (_STAGING, _TRASH):
+        if tag in name:
+            owner = name.split(tag, 1)[1].split("@")
+            break
+    else:
+        return False
+    if len(owner) < 3 or not owner[0].isdigit() or owner[1] != socket.gethostname().replace("@", "_"):
+        return False
+    try:
+        os.kill(int(owner[0]), 0)  # signal 0: only asks whether the process exists
+    except ProcessLookupError:
+        return True
+    except OSError:  # it exists, under another user
+        return False
+    return False
+
+
 def remove_stale_staging(folder: PathLike, name_prefix: str) -> None:
     """Removes the staging and trash folders that a killed write of `folder/<name_prefix>...` left behind.
 
-    Only psr's own hidden temporaries (`.<name_prefix>…<staging or trash tag>…`) are touched.
+    Only psr's own hidden temporaries (`.<name_prefix>…<staging or trash tag>…`) whose writing process is
+    gone are touched: a concurrent writer's (another worker of the same run) stays.
     """
     folder = Path(folder)
     if not folder.is_dir():
         return
     for entry in folder.iterdir():
         name = entry.name
-        if name.startswith("." + name_prefix) and (_STAGING in name or _TRASH in name):
+        if name.startswith("." + name_prefix) and (_STAGING in name or _TRASH in name) and _writer_is_gone(name):
             _remove_tree(entry)
 
 
@@ -317,7 +346,7 @@ def replace_folder(
         return target
     # Staged inside the folder itself: same file system, and writable if the folder is.
     with os_errors(target):
-        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{real.name}-", dir=real))
+        staging = Path(tempfile.mkdtemp(prefix=f"{_STAGING}{_owner_tag()}{real.name}-", dir=real))
     try:
         with os_errors(target, rename_inner=True):
             build(staging)
@@ -348,7 +377,7 @@ def staged_folder(target: PathLike) -> Iterator[Path]:
     _make_parent(real)
     remove_stale_staging(real.parent, real.name)  # what a killed earlier write of this target left
     with os_errors(target):
-        staging = Path(tempfile.mkdtemp(prefix=f".{real.name}{_STAGING}", dir=real.parent))
+        staging = Path(tempfile.mkdtemp(prefix=f".{real.name}{_STAGING}{_owner_tag()}", dir=real.parent))
     try:
         with os_errors(target, rename_inner=True):
             yield staging
@@ -360,7 +389,7 @@ def staged_folder(target: PathLike) -> Iterator[Path]:
 
 def _swap_in(staging: Path, target: Path) -> None:
     if target.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TRASH}", dir=target.parent))
+        old = Path(tempfile.mkdtemp(prefix=f".{target.name}{_TRASH}{_owner_tag()}", dir=target.parent))
         os.replace(target, old / "content")
         os.replace(staging, target)
         _remove_tree(old)
@@ -370,7 +399,7 @@ def _swap_in(staging: Path, target: Path) -> None:
 
 
 def _merge_in(staging: Path, target: Path, entries: list, state: OutputState) -> None:
-    trash = Path(tempfile.mkdtemp(prefix=f"{_TRASH}", dir=target))
+    trash = Path(tempfile.mkdtemp(prefix=f"{_TRASH}{_owner_tag()}", dir=target))
     try:
         for entry in sorted(state.owned - set(entries)):  # psr's earlier entries the new content lacks
             os.replace(target / entry, trash / entry)

@@ -208,7 +208,7 @@ def test_dry_run_fails_on_a_bad_crop_size(tmp_path, capsys):
 
 def test_eval_metrics_are_checked_against_the_registry_at_load():
     assert _error({"eval": {"metrics": ["fid", "kdi"], "best_metric": "fid"}}) == (
-        "eval.metrics: unknown metric 'kdi'; valid metrics: fid, kid. Did you mean 'kid'?"
+        "eval.metrics: unknown metric 'kdi'; valid metrics: fcn, fid, kid, lpips, miou. Did you mean 'kid'?"
     )
     assert config_from_dict({"eval": {"metrics": ["fid", "kid"]}}).eval.metrics == ("fid", "kid")
 

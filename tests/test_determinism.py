@@ -43,5 +43,6 @@ def test_two_deterministic_runs_are_bit_identical(tmp_path):
     assert first.keys() == second.keys() and len(first) > 20
     for name in first:
         assert first[name].tobytes() == second[name].tobytes(), name
-    # The networks did train (the comparison is not between two untouched initialisations).
-    assert any(np.any(v != 0) for k, v in first.items() if "iteration" in k)
+    # The networks did train (the comparison is not between two untouched initialisations): the first
+    # optimiser variable is its step counter.
+    assert int(first["g_optimizer/vars/0"]) > 0

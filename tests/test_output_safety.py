@@ -214,7 +214,7 @@ def test_eval_checks_metric_names_before_translating(run_dir, capsys):
     before = tree_hash(run_dir)
     code, err = cli(["eval", str(run_dir), "--metrics", "fid,kdi"], capsys)
     assert code == 2
-    assert one_line(err) == "--metrics: unknown metric 'kdi'; valid metrics: fid, kid. Did you mean 'kid'?"
+    assert one_line(err) == "--metrics: unknown metric 'kdi'; valid metrics: fcn, fid, kid, lpips, miou. Did you mean 'kid'?"
     assert tree_hash(run_dir) == before and not (run_dir / "eval").exists()
 
 

@@ -283,3 +283,25 @@ def test_adopting_a_legacy_run_marks_its_output_folders_without_touching_them(tm
     # Now psr may replace them as its own.
     replace_folder(folder / "test_translations", lambda f: (f / "0001.png").write_bytes(b"new"), kind="translations")
     assert sorted(os.listdir(folder / "test_translations")) == [OUTPUT_MARKER, "0001.png"]
+
+
+def test_stale_staging_of_a_dead_writer_is_removed_and_a_live_writers_is_kept(tmp_path):
+    import socket
+    import subprocess
+    import sys
+
+    from psr.rundir import _owner_tag, remove_stale_staging
+
+    finished = subprocess.Popen([sys.executable, "-c", "pass"])
+    finished.wait()  # its pid now names no process (pids are not reused this quickly)
+    host = socket.gethostname().replace("@", "_")
+    live = tmp_path / f".export.psr-staging-{_owner_tag()}a1"
+    dead = tmp_path / f".export.psr-staging-{finished.pid}@{host}@b2"
+    dead_trash = tmp_path / f".export.psr-old-{finished.pid}@{host}@c3"
+    other_host = tmp_path / f".export.psr-staging-{finished.pid}@another-machine@d4"
+    other_target = tmp_path / f".samples.psr-staging-{finished.pid}@{host}@e5"
+    for folder in (live, dead, dead_trash, other_host, other_target):
+        folder.mkdir()
+    remove_stale_staging(tmp_path, "export")
+    assert live.is_dir() and other_host.is_dir() and other_target.is_dir()  # a live or unknown writer's
+    assert not dead.exists() and not dead_trash.exists()

@@ -8,6 +8,7 @@ returns an object with `dataset()` (one epoch of `(source, target)` batches),
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Optional
 
@@ -19,18 +20,35 @@ from psr.errors import DatasetError
 from psr.registry import DATA_KINDS
 
 
-def prepare_dataset_root(cfg: DataConfig) -> Path:
-    """Generates the embedded synthetic dataset on first use; returns the dataset root."""
+def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: float = 900.0) -> Path:
+    """Generates the embedded synthetic dataset on first use; returns the dataset root.
+
+    `create=False` (the non-chief workers of a multi-worker run, which share the folder) waits for the
+    chief to finish generating it instead of writing it a second time.
+    """
+    from psr.data.single_image import make_sample_pair, sample_pair_ready
+    from psr.data.synthetic import make_shapes_dataset, shapes_dataset_ready
+
     root = Path(cfg.root)
     s = cfg.synthetic
-    if s is not None and s.kind == "shapes":
-        from psr.data.synthetic import make_shapes_dataset
-
-        make_shapes_dataset(root, image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
-    elif s is not None and s.kind == "rocket_pair":
-        from psr.data.single_image import make_sample_pair
-
-        make_sample_pair(root)
+    if s is None:
+        return root
+    if s.kind == "shapes":
+        args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
+        make, ready = (lambda: make_shapes_dataset(root, **args)), (lambda: shapes_dataset_ready(root, **args))
+    else:
+        make, ready = (lambda: make_sample_pair(root)), (lambda: sample_pair_ready(root))
+    if create:
+        make()
+        return root
+    deadline = time.monotonic() + wait_seconds
+    while not ready():
+        if time.monotonic() > deadline:
+            raise DatasetError(
+                f"Waited {wait_seconds:.0f} s for the chief worker to generate the dataset in {root}; "
+                "check the chief's log (all workers must see the same data.root)."
+            )
+        time.sleep(0.5)
     return root
 
 
@@ -49,20 +67,20 @@ def single_image_paths(cfg: DataConfig) -> tuple[str, str]:
     return paths[0], paths[1]
 
 
-def unaligned_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int]):
+def unaligned_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
     from psr.data.unaligned import UnalignedDataset
 
     return UnalignedDataset(
-        prepare_dataset_root(cfg), direction=cfg.direction, phase="train", load_size=cfg.load_size,
+        prepare_dataset_root(cfg, create), direction=cfg.direction, phase="train", load_size=cfg.load_size,
         crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip, batch_size=batch_size,
         max_dataset_size=cfg.max_dataset_size, seed=seed,
     )
 
 
-def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int]):
+def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
     from psr.data.single_image import SingleImageDataset
 
-    prepare_dataset_root(cfg)
+    prepare_dataset_root(cfg, create)
     path_a, path_b = single_image_paths(cfg)
     return SingleImageDataset(
         path_a, path_b, crop_size=cfg.crop_size, batch_size=batch_size, random_scale_max=cfg.random_scale_max,
@@ -70,9 +88,12 @@ def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[
     )
 
 
-def build_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int] = None):
-    """The training data object of `data.kind` (`psr.registry.DATA_KINDS`)."""
-    return DATA_KINDS.get(cfg.kind)(cfg, batch_size, seed)
+def build_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int] = None, create: bool = True):
+    """The training data object of `data.kind` (`psr.registry.DATA_KINDS`).
+
+    `create=False`: do not generate embedded synthetic data, wait for the chief worker to (multi-worker).
+    """
+    return DATA_KINDS.get(cfg.kind)(cfg, batch_size, seed, create)
 
 
 def fixed_sample_batch(cfg: DataConfig, num_samples: int, data=None) -> tuple[np.ndarray, np.ndarray]:

@@ -254,6 +254,11 @@ def _write_png_atomically(pixels: np.ndarray, path: str) -> None:
     atomic_write_file(path, lambda stream: Image.fromarray(pixels).save(stream, format="PNG"))
 
 
+def sample_pair_ready(root: str | os.PathLike) -> bool:
+    """Whether `root` holds both images of the built-in pair."""
+    return all(os.path.isfile(os.path.join(os.fspath(root), *name.split("/"))) for name in SAMPLE_PAIR_FILES)
+
+
 def make_sample_pair(root: str | os.PathLike) -> tuple[str, str]:
     """Writes (or reuses) a built-in single-image pair under `root`; returns (path_a, path_b).
 

@@ -195,6 +195,11 @@ def _generate(folder: Path, image_size: int, num_train: int, num_test: int, seed
             _write_split(folder / "testA_target", target)
 
 
+def shapes_dataset_ready(root, image_size: int = 32, num_train: int = 200, num_test: int = 20, seed: int = 0) -> bool:
+    """Whether `root` holds the complete dataset `make_shapes_dataset` would write with these arguments."""
+    return _is_complete(Path(root), _marker(image_size, num_train, num_test, seed))
+
+
 def make_shapes_dataset(
     root: str | os.PathLike,
     image_size: int = 32,
