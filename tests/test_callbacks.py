@@ -63,3 +63,33 @@ def test_step_timer_reports_seconds_per_step():
         timer.on_train_batch_end(batch)
     timer.on_epoch_end(0, logs)
     assert 0 <= logs["step_time"] < 1
+
+
+def test_checkpoint_saver_saves_by_steps_by_wall_clock_and_never_on_an_epoch_boundary_step():
+    from psr.callbacks import CheckpointSaver
+
+    class Trainer:
+        completed_steps = 0
+
+    class State:
+        steps_per_epoch = 10
+        trainer = Trainer()
+
+        def __init__(self):
+            self.saves = []
+
+        def save(self, snapshot=False):
+            self.saves.append((self.trainer.completed_steps, snapshot))
+
+    now = [0.0]
+    state = State()
+    saver = CheckpointSaver(state, every_epochs=2, save_every_steps=4, save_every_minutes=1.0, clock=lambda: now[0])
+    for step in range(1, 11):
+        state.trainer.completed_steps = step
+        now[0] += 25.0  # 25 s per step: the 60 s clock fires after three steps without a save
+        saver.on_train_batch_end(step - 1)
+    saver.on_epoch_end(1)
+    # Step 3 by the clock (75 s after the start), steps 4 and 8 by count, step 7 by the clock (75 s after
+    # the save at 4); step 10 ends the epoch, so only the epoch-end save (a snapshot: epoch 2 of every 2)
+    # writes it.
+    assert state.saves == [(3, False), (4, False), (7, False), (8, False), (10, True)]

@@ -281,3 +281,12 @@ def test_minimum_image_side_matches_the_networks():
                 pass
         expected = minimum_image_side(cfg, 4)
         assert works == list(range(expected, 13)), (cfg, works)
+
+
+def test_xla_under_tf_distribute_is_refused_at_load():
+    from psr.config import config_from_dict
+    from psr.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="train.jit_compile does not work under tf.distribute"):
+        config_from_dict({"train": {"jit_compile": True, "distribute": "mirrored"}})
+    assert config_from_dict({"train": {"distribute": "mirrored"}}).train.distribute == "mirrored"
