@@ -18,6 +18,8 @@ from psr.config import (
     HeadConfig,
     LossConfig,
     ModelConfig,
+    MultimodalLossConfig,
+    MultimodalModelConfig,
     TrainConfig,
 )
 from psr.errors import ConfigError
@@ -203,4 +205,105 @@ def build_cut_trainer(
     trainer.compile(g_opt, d_opt, h_opt, jit_compile=train.jit_compile)
     # The StyleGAN2 discriminator only takes crop-sized images; the ResNet nets build on a small image.
     trainer.build_all(image_size=crop if model.discriminator.architecture == "stylegan2" else min(crop, 64))
+    return trainer
+
+
+# === Multi-modal translation (method stargan2; spec multimodal.md) ===
+
+
+def build_stargan2_networks(model: MultimodalModelConfig, image_size: int) -> dict:
+    """G, M, E and D of a `stargan2` model section (one fresh set; call twice for the EMA copies)."""
+    from psr.models.stargan2 import MappingNetwork, MultiTaskDiscriminator, StarGAN2Generator, StyleEncoder
+
+    g = model.generator
+    return {
+        "generator": StarGAN2Generator(
+            image_size=image_size, style_dim=model.style_dim, filters=g.filters, max_filters=g.max_filters,
+            num_res=g.num_res_blocks, num_adain=g.num_adain_blocks, style_upsampling=g.style_upsampling,
+        ),
+        "mapping": MappingNetwork(latent_dim=model.latent_dim, style_dim=model.style_dim,
+                                  num_domains=model.num_domains, hidden=model.mapping_hidden),
+        "style_encoder": StyleEncoder(image_size=image_size, style_dim=model.style_dim, num_domains=model.num_domains,
+                                      filters=model.style_encoder.filters, max_filters=model.style_encoder.max_filters),
+        "discriminator": MultiTaskDiscriminator(image_size=image_size, num_domains=model.num_domains,
+                                                filters=model.discriminator.filters,
+                                                max_filters=model.discriminator.max_filters),
+    }
+
+
+def build_stargan2_translator(model: MultimodalModelConfig, image_size: int, channels: int = 3) -> keras.Model:
+    """The `stargan2` inference network (G, M, E: what the EMA copies are), built with every weight."""
+    from psr.models.multimodal import MultimodalTranslator
+
+    nets = build_stargan2_networks(model, image_size)
+    translator = MultimodalTranslator(nets["generator"], nets["mapping"], nets["style_encoder"],
+                                      latent_dim=model.latent_dim)
+    translator.translate_latent(keras.ops.zeros((1, image_size, image_size, channels)), keras.ops.zeros((1,), "int32"),
+                                keras.ops.zeros((1, model.latent_dim)))
+    translator.style_encoder(keras.ops.zeros((1, image_size, image_size, channels)), keras.ops.zeros((1,), "int32"))
+    return translator
+
+
+def multimodal_gamma_schedule(cfg: CurriculumConfig, total_steps: int):
+    """Γ of the 0-based iteration t: start + (end − start)·t / total_steps (spec multimodal §3.4)."""
+    if cfg.mode == "fixed":
+        return lambda step: float(cfg.start)
+    return lambda step: float(cfg.start + (cfg.end - cfg.start) * min(step, total_steps) / total_steps)
+
+
+def diversity_weight_schedule(initial: float, steps: int):
+    """λ_ds after t iterations: linear from `initial` to 0 over `steps`, then 0 (spec multimodal §4.1 step 7)."""
+    return lambda step: float(max(0.0, initial * (1.0 - step / steps)))
+
+
+def build_multimodal_optimizers(train: TrainConfig, steps_per_epoch: int) -> dict:
+    """Five Adams (G, M, E, D, head); M at `train.mapping_learning_rate`; coupled decay is the trainer's."""
+
+    def adam(name: str, rate: float) -> keras.optimizers.Adam:
+        schedule = LinearDecay(initial_learning_rate=rate, n_epochs=train.epochs, n_epochs_decay=train.decay_epochs,
+                               steps_per_epoch=steps_per_epoch)
+        return keras.optimizers.Adam(learning_rate=schedule, beta_1=train.beta_1, beta_2=train.beta_2,
+                                     epsilon=train.epsilon, name=f"{name}_optimizer")
+
+    mapping_rate = train.mapping_learning_rate or train.learning_rate
+    return {name: adam(name, mapping_rate if name == "mapping" else train.learning_rate)
+            for name in ("generator", "mapping", "style_encoder", "discriminator", "head")}
+
+
+def build_stargan2_trainer(
+    model: MultimodalModelConfig, loss: MultimodalLossConfig, train: TrainConfig, inputs: TrainerInputs,
+    optimizers: Optional[dict] = None,
+):
+    """The multi-modal trainer, compiled and with every variable created (inside the strategy's scope)."""
+    from psr.trainers.stargan2 import StarGAN2Trainer
+
+    size = inputs.image_size
+    nets = build_stargan2_networks(model, size)
+    ema = build_stargan2_networks(model, size)
+    total_steps = max(1, inputs.steps_per_epoch * train.total_epochs)
+    gamma = multimodal_gamma_schedule(loss.curriculum, total_steps)
+    weight_temperature = keras.Variable(gamma(0), trainable=False, dtype="float32", name="weight_temperature")
+    channels = nets["generator"].feature_channels
+    head_cfg = model.head
+    try:
+        head_channels = [channels[i] for i in head_cfg.layers]
+    except IndexError:
+        raise ConfigError(f"model.head.layers {list(head_cfg.layers)}: the generator's encoder has "
+                          f"{len(channels)} maps (indices 0–{len(channels) - 1}).") from None
+    head = PatchMLPHead(input_channels=head_channels, units=head_cfg.units, use_mlp=head_cfg.use_mlp)
+    objective = build_objective(loss, head_cfg, head, weight_temperature, seed=inputs.seed)
+    trainer = StarGAN2Trainer(
+        nets["generator"], nets["mapping"], nets["style_encoder"], nets["discriminator"], objective,
+        generator_ema=ema["generator"], mapping_ema=ema["mapping"], style_encoder_ema=ema["style_encoder"],
+        weight_temperature=weight_temperature, gamma_schedule=gamma,
+        lambda_ds_schedule=diversity_weight_schedule(loss.lambda_ds, loss.ds_steps),
+        latent_dim=model.latent_dim, feature_layers=head_cfg.layers, lambda_adv=loss.lambda_adv,
+        lambda_r1=loss.lambda_r1, lambda_style=loss.lambda_style, lambda_cycle=loss.lambda_cycle,
+        cycle_input=loss.cycle_input, src_batch_reduction=loss.src_batch_reduction,
+        semantic_in_reference_step=loss.semantic_in_reference_step, ema_decay=model.ema_decay,
+        weight_decay=train.weight_decay, seed=inputs.seed,
+    )
+    trainer.compile(optimizers or build_multimodal_optimizers(train, inputs.steps_per_epoch),
+                    jit_compile=train.jit_compile)
+    trainer.build_all(image_size=size, channels=inputs.channels)
     return trainer

@@ -399,12 +399,16 @@ class PeriodicEvaluation(keras.callbacks.Callback):
     """
 
     def __init__(self, eval_cfg: EvalConfig, data: DataConfig, pad_multiple: int, protocol: str,
-                 run_dir: Union[str, Path], extractor=None):
+                 run_dir: Union[str, Path], extractor=None, exporter: Optional[Callable] = None):
         super().__init__()
         self.eval_cfg = eval_cfg
         self.data = data
         self.pad_multiple = pad_multiple
+        self.protocol = protocol
         self.run = RunDir(run_dir)
+        if exporter is None:
+            from psr.export import export_generator as exporter
+        self.exporter = exporter  # writes the best model's SavedModel (the method's export)
         # Resolved here, before training starts: a missing weights file is an error at start-up.
         from psr.metrics.paired import split_metric_names
 
@@ -415,7 +419,26 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         self.best_file = self.run.best_json
         self.best = json.loads(self.best_file.read_text())["value"] if self.best_file.is_file() else None
 
+    def _evaluate_multimodal(self) -> dict:
+        from psr.evaluation_multimodal import evaluate_translator, flatten_scores
+
+        lpips = None
+        if "lpips" in self.eval_cfg.metrics:
+            from psr.metrics.lpips import build_lpips
+
+            lpips = build_lpips(self.eval_cfg.lpips_alexnet_weights, self.eval_cfg.lpips_weights)
+        results = evaluate_translator(
+            self.model.inference_network(), self.data.root, self.data.crop_size, self.eval_cfg.metrics,
+            extractor=self.extractor, lpips=lpips, cache_dir=str(Path(self.data.root) / ".psr_cache"),
+            max_images=self.eval_cfg.max_images,
+        )
+        return flatten_scores(results)
+
     def evaluate(self, epoch: int) -> dict:
+        if self.protocol == "multimodal":
+            scores = self._evaluate_multimodal()
+            append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
+            return scores
         from psr.export import translate_any_size
         from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
         from psr.metrics.registry import evaluate_folders
@@ -453,6 +476,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         from psr.metrics.paired import check_paired_requirements, split_metric_names
 
         _, paired_metrics = split_metric_names(self.eval_cfg.metrics)
+        if self.protocol == "multimodal":
+            paired_metrics = []  # lpips here is the diversity score (checked when it is built)
         if paired_metrics:
             options = resolve_paired_options(self.eval_cfg, None)
             labels_dir = options.pop("segmentation_labels")
@@ -471,12 +496,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             value > self.best if higher_is_better(self.eval_cfg.best_metric) else value < self.best
         )
         if improved:
-            from psr.export import export_generator
-
             self.best = value
             from psr.trainers.checkpoints import write_checkpoint
 
             network = self.model.inference_network()
             write_checkpoint(self.run.checkpoints_best, epoch + 1, 0, network, keep=1)
-            export_generator(network, self.run.export_best, self.pad_multiple, inputs=self.run.inputs)
+            options = {"domains": self.run.domain_names()} if self.run.domain_names() else {}
+            self.exporter(network, self.run.export_best, self.pad_multiple, inputs=self.run.inputs, **options)
             atomic_write_json(self.best_file, {"metric": self.eval_cfg.best_metric, "value": value, "epoch": epoch + 1})

@@ -50,25 +50,38 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from psr.export import export_generator
     from psr.inference import load_run_generator
+    from psr.methods import get_method
     from psr.rundir import RunDir, check_output_path
 
     run = RunDir(args.run_dir)
     out = Path(args.output) if args.output else run.export_for(args.checkpoint)
     check_output_path(out, inputs=run.inputs, force=args.force)  # before the model is loaded
-    generator, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
-    export_generator(generator, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force)
-    print(f"Exported {checkpoint} → {out} (signatures: serving_default, translate_bytes)")
+    network, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
+    options = {"domains": run.domain_names()} if run.domain_names() else {}
+    get_method(cfg.method).exporter()(network, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force,
+                                      **options)
+    signatures = ("serving_default, translate_latent, translate_reference, translate_bytes" if options
+                  else "serving_default, translate_bytes")
+    print(f"Exported {checkpoint} → {out} (signatures: {signatures})")
     return 0
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from psr.inference import load_translator, translate_files
+    from psr.inference import load_multimodal_translator, load_translator, model_method, translate_files
     from psr.rundir import check_output_path
 
-    check_output_path(args.output, inputs=args.inputs, force=args.force)  # before the model is loaded
-    translator = load_translator(args.model, checkpoint=args.checkpoint)
+    inputs = list(args.inputs) + ([args.reference] if args.reference else [])
+    check_output_path(args.output, inputs=inputs, force=args.force)  # before the model is loaded
+    if model_method(args.model) == "stargan2":
+        if not args.domain:
+            raise ConfigError(f"{args.model} is a multi-domain model: pass --domain NAME (the target domain).")
+        translator = load_multimodal_translator(args.model, args.domain, reference=args.reference, num=args.num,
+                                                seed=args.seed, checkpoint=args.checkpoint)
+    elif args.domain or args.reference:
+        raise ConfigError(f"{args.model} translates into one domain: leave out --domain and --reference.")
+    else:
+        translator = load_translator(args.model, checkpoint=args.checkpoint)
 
     def progress(done: int, total: int, path: Path) -> None:
         if not args.quiet:
@@ -149,6 +162,10 @@ def build_parser() -> argparse.ArgumentParser:
     translate.add_argument("inputs", nargs="+", help="image files or folders")
     translate.add_argument("-o", "--output", required=True, help="output folder")
     translate.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    translate.add_argument("--domain", help="multi-domain models: the target domain's name")
+    translate.add_argument("--reference", help="multi-domain models: take the style of this image (of --domain)")
+    translate.add_argument("--num", type=int, default=1, help="multi-domain models: latent-guided outputs per image")
+    translate.add_argument("--seed", type=int, default=0, help="multi-domain models: seed of the latent codes")
     translate.add_argument("--quiet", action="store_true")
     translate.add_argument("--force", action="store_true",
                            help="write into a folder that holds other files (none of them is overwritten)")

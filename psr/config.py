@@ -73,6 +73,8 @@ class DataConfig:
     max_dataset_size: Optional[int] = field(default=None, metadata={"min": 1})
     # single_image: zoom factors per axis are drawn from U(1/random_scale_max, 1); samples per epoch.
     random_scale_max: float = field(default=3.0, metadata={"min": 1.0})
+    # multidomain: probability of the random resized crop (area 0.8–1, ratio 0.9–1.1) before the resize.
+    random_resized_crop: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
     epoch_length: int = field(default=100_000, metadata={"min": 1})
     # When set, `root` is filled with a generated dataset on first use (no download).
     synthetic: Optional[SyntheticDataConfig] = None
@@ -164,6 +166,84 @@ class LossConfig:
     curriculum: CurriculumConfig = CurriculumConfig()
 
 
+# === Multi-modal translation (method stargan2; spec multimodal.md) ===
+
+
+@dataclass(frozen=True)
+class StyleGeneratorConfig:
+    """StarGAN v2 generator as released with the paper (spec multimodal §2.2)."""
+
+    filters: Optional[int] = field(default=None, metadata={"min": 1})  # None: 2^14 / image side (64 at 256²)
+    max_filters: int = field(default=512, metadata={"min": 1})
+    num_res_blocks: int = field(default=4, metadata={"min": 1})  # plain ResBlks after the two down blocks
+    num_adain_blocks: int = field(default=4, metadata={"min": 1})
+    # Supplement A.2: the two up blocks take the style through AdaIN (code: plain IN, style ignored).
+    style_upsampling: bool = False
+
+
+@dataclass(frozen=True)
+class ConvTrunkConfig:
+    """Style encoder / multi-task discriminator trunk (spec multimodal §2.5–2.6)."""
+
+    filters: Optional[int] = field(default=None, metadata={"min": 1})  # None: 2^14 / image side
+    max_filters: int = field(default=512, metadata={"min": 1})
+
+
+@dataclass(frozen=True)
+class StyleHeadConfig:
+    """Projection head of the semantic loss on the generator's encoder (spec multimodal §2.3)."""
+
+    units: int = field(default=256, metadata={"min": 1})
+    num_patches: int = field(default=128, metadata={"min": 1})  # supplement: 256
+    # Indices into the encoder's bottleneck maps [2nd down block, ResBlk 1..4]; supplement: [1, 2, 3, 4].
+    layers: tuple = (0, 1, 2, 3, 4)
+    use_mlp: bool = True
+
+
+@dataclass(frozen=True)
+class MultimodalModelConfig:
+    """Networks of `method: stargan2`: G, mapping network M, style encoder E, discriminator D, head F."""
+
+    num_domains: int = field(default=4, metadata={"min": 2})  # checked against the dataset's domain folders
+    latent_dim: int = field(default=16, metadata={"min": 1})
+    style_dim: int = field(default=64, metadata={"min": 1})
+    mapping_hidden: int = field(default=512, metadata={"min": 1})
+    generator: StyleGeneratorConfig = StyleGeneratorConfig()
+    style_encoder: ConvTrunkConfig = ConvTrunkConfig()
+    discriminator: ConvTrunkConfig = ConvTrunkConfig()
+    head: StyleHeadConfig = StyleHeadConfig()
+    ema_decay: float = field(default=0.999, metadata={"min": 0.0, "max_exclusive": 1.0})
+
+
+@dataclass(frozen=True)
+class MultimodalLossConfig:
+    """Losses of `method: stargan2` (spec multimodal §3). Defaults = the released code (Seasons)."""
+
+    lambda_adv: float = field(default=1.0, metadata={"min": 0.0})
+    lambda_r1: float = field(default=1.0, metadata={"min": 0.0})  # λ_reg, R1 on reals in both D updates
+    lambda_style: float = field(default=1.0, metadata={"min": 0.0})
+    lambda_ds: float = field(default=2.0, metadata={"min": 0.0})  # initial λ_ds, linear decay to 0
+    ds_steps: int = field(default=100_000, metadata={"min": 1})  # iterations of the λ_ds decay
+    lambda_cycle: float = field(default=1.0, metadata={"min": 0.0})
+    # real (code): ‖x − G(x, E(x))‖₁, a self-reconstruction; fake (supplement, upstream): ‖x − G(G(x, s), E(x))‖₁.
+    cycle_input: str = field(default="real", metadata=_choices(registry.CYCLE_INPUTS))
+    contrastive: str = field(default="hdce", metadata=_choices(registry.CONTRASTIVE_LOSSES))
+    temperature: float = field(default=0.07, metadata={"min_exclusive": 0.0})
+    lambda_contrastive: float = field(default=1.0, metadata={"min": 0.0})  # λ_hDCE: Seasons 1, Weather 0.1
+    lambda_src: float = field(default=0.1, metadata={"min": 0.0})
+    src_divergence: str = field(default="jsd", metadata=_choices(registry.SRC_DIVERGENCES))
+    layer_reduction: str = field(default="mean", metadata=_choices(registry.REDUCTIONS))  # supplement: sum
+    # SRC over the batch: sum of the per-image values (code) or their mean.
+    src_batch_reduction: str = field(default="sum", metadata=_choices(registry.REDUCTIONS))
+    reported_value: str = field(default="infonce", metadata=_choices(registry.REPORTED_VALUES))
+    # The code applies the semantic loss in both G updates; the supplement names only the latent-guided one.
+    semantic_in_reference_step: bool = True
+    # Γ of the hard-negative weights, linear in the 0-based iteration over the whole run (spec §3.4).
+    curriculum: CurriculumConfig = CurriculumConfig(start=50.0, end=1.0, unit="step")
+
+    negatives_from_minibatch = False  # per-image problems (spec §3.3); not a key
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = field(default=200, metadata={"min": 0})  # n_epochs at the initial learning rate
@@ -173,6 +253,9 @@ class TrainConfig:
     beta_1: float = field(default=0.5, metadata={"min": 0.0, "max_exclusive": 1.0})
     beta_2: float = field(default=0.999, metadata={"min": 0.0, "max_exclusive": 1.0})
     epsilon: float = field(default=1e-8, metadata={"min_exclusive": 0.0})  # PyTorch Adam's default
+    # Coupled L2 weight decay as PyTorch Adam's `weight_decay` (g ← g + wd·θ before the moments); stargan2: 1e-4.
+    weight_decay: float = field(default=0.0, metadata={"min": 0.0})
+    mapping_learning_rate: Optional[float] = field(default=None, metadata={"min_exclusive": 0.0})  # stargan2 M: 1e-6
     steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})  # None = dataset size // batch
     jit_compile: bool = False
     mixed_precision: bool = False  # mixed_bfloat16 (GPU: mixed_float16 is not used; losses stay float32)
@@ -356,10 +439,14 @@ def _check_consistency(cfg: ExperimentConfig) -> None:
         raise ConfigError("train.epochs + train.decay_epochs must be at least 1.")
     if cfg.data.preprocess == "none" and cfg.train.batch_size != 1:
         raise ConfigError("data.preprocess 'none' keeps each image's own size, so train.batch_size must be 1.")
-    if cfg.data.kind == "single_image" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "rocket_pair":
-        raise ConfigError("data.kind single_image needs data.synthetic.kind rocket_pair (or no synthetic data).")
-    if cfg.data.kind == "unaligned" and cfg.data.synthetic is not None and cfg.data.synthetic.kind != "shapes":
-        raise ConfigError("data.synthetic.kind rocket_pair is single-image data; set data.kind: single_image.")
+    synthetic = cfg.data.synthetic
+    if synthetic is not None and registry.SYNTHETIC_DATA_KINDS[synthetic.kind] != cfg.data.kind:
+        wanted = registry.SYNTHETIC_DATA_KINDS[synthetic.kind]
+        fitting = [k for k, v in registry.SYNTHETIC_DATA_KINDS.items() if v == cfg.data.kind]
+        raise ConfigError(
+            f"data.synthetic.kind {synthetic.kind} is {wanted} data; set data.kind: {wanted}"
+            + (f" or data.synthetic.kind: {fitting[0]}." if fitting else ".")
+        )
     if cfg.eval.best_metric not in cfg.eval.metrics:
         raise ConfigError(
             f"eval.best_metric {cfg.eval.best_metric!r} is not in eval.metrics {list(cfg.eval.metrics)!r}."
@@ -384,6 +471,25 @@ def check_single_modal(cfg: ExperimentConfig) -> None:
     if cfg.loss.lambda_identity > 0 and not cfg.loss.identity_branch:
         raise ConfigError("loss.lambda_identity needs loss.identity_branch: true (it compares G(y) with y).")
     check_crop_size(cfg)
+
+
+def check_multimodal(cfg: ExperimentConfig) -> None:
+    """Checks of the `stargan2` sections: image side and head layers the networks can take."""
+    side = cfg.data.crop_size
+    if side < 8 or side & (side - 1):
+        lower = 2 ** max(3, side.bit_length() - 1)
+        raise ConfigError(
+            f"data.crop_size {side}: the style encoder and discriminator halve the image down to 4×4, so it must be "
+            f"a power of two >= 8; use {lower} or {lower * 2}."
+        )
+    layers = cfg.model.head.layers
+    maps = cfg.model.generator.num_res_blocks + 1
+    if (not layers or any(isinstance(v, bool) or not isinstance(v, int) or not 0 <= v < maps for v in layers)
+            or list(layers) != sorted(set(layers))):
+        raise ConfigError(
+            f"model.head.layers: expected increasing indices of the encoder's {maps} bottleneck maps (0–{maps - 1}), "
+            f"got {list(layers)!r}."
+        )
 
 
 # === Overrides (`--set a.b=c`) ===
@@ -677,6 +783,11 @@ def minimum_image_side(generator: GeneratorConfig, pad_multiple: int = 4) -> int
         needed = 2 * 2 ** _RESNET_DOWNSAMPLINGS if generator.num_blocks else 4
     else:
         needed = 1
+    return minimum_padded_side(needed, pad_multiple)
+
+
+def minimum_padded_side(needed: int, pad_multiple: int) -> int:
+    """The smallest side from which every side reflect-pads to a multiple of `pad_multiple` that is >= `needed`."""
     side = 1
     # Smallest h from which every larger side also works (the reflect rule fails again below m/2 + 1).
     while True:

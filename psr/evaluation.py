@@ -136,6 +136,22 @@ def evaluate_model(
         raise ConfigError(f"--metrics: {problem}")
     distribution_metrics, paired_metrics = split_metric_names(metrics)
     model = Path(model)
+    from psr.inference import model_method
+
+    if model_method(model) == "stargan2":
+        from psr.evaluation_multimodal import evaluate_multimodal_run
+
+        if extractor is None and "fid" in metrics:
+            run_eval = load_run_config_or_none(model)
+            extractor = make_extractor(
+                features or (run_eval.features if run_eval else "auto"),
+                feature_weights or (run_eval.feature_weights if run_eval else None),
+                inception_weights or (run_eval.inception_weights if run_eval else None), protocol="multimodal",
+            )
+        return evaluate_multimodal_run(model, data_root, metrics, checkpoint, extractor=extractor,
+                                       lpips_options=resolve_paired_options(load_run_config_or_none(model),
+                                                                            paired_options),
+                                       max_images=max_images, cache_dir=cache_dir, progress=progress)
     run_cfg = None
     if not is_saved_model(model):
         from psr.config import load_run_config
@@ -195,6 +211,13 @@ def evaluate_model(
         with os_errors(run.tensorboard_eval):
             _write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
+
+
+def load_run_config_or_none(model: Path) -> Optional[EvalConfig]:
+    """The `eval` section of a run directory (None for an export)."""
+    from psr.config import load_run_config
+
+    return load_run_config(model).eval if (Path(model) / "config.yaml").is_file() else None
 
 
 _PAIRED_KEYS = (

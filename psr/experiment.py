@@ -159,7 +159,18 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     if chief:
         atomic_write_text(run.config, dump_config(cfg, resolved))
 
-    inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed)
+    domains = tuple(getattr(data, "domain_names", ()))
+    if domains:
+        expected = getattr(cfg.model, "num_domains", len(domains))
+        if expected != len(domains):
+            raise ConfigError(
+                f"{cfg.data.root} holds {len(domains)} domains ({', '.join(domains)}) but model.num_domains is "
+                f"{expected}; set model.num_domains: {len(domains)} or point data.root at the right dataset."
+            )
+        if chief:
+            atomic_write_json(run.domains, list(domains))
+    inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed,
+                           domains=domains)
     trainer = build_trainer(method, cfg.model, cfg.loss, cfg.train, inputs, strategy)
     state = TrainingState(run.checkpoints, trainer, keep=cfg.log.keep_checkpoints,
                           steps_per_epoch=steps_per_epoch)
@@ -177,15 +188,18 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         print(f"Resuming {run_dir} at epoch {epoch + 1}/{total}, step {step_in_epoch + 1}.", file=sys.stderr)
 
     stopper = StopOnSignal(steps_per_epoch)
-    evaluation = evaluation_callbacks(cfg.eval, cfg.data, cfg.export, method.eval_protocol, run,
-                                      feature_extractor) if chief else []
+    evaluation = evaluation_callbacks(cfg.eval, cfg.data, cfg.export, method, run, feature_extractor) if chief else []
     callbacks = training_callbacks(cfg.data, cfg.log, cfg.train.epochs, run, data, state, chief, evaluation)
     callbacks.append(stopper)
 
     def epoch_data(steps: Optional[int] = None):
-        dataset = data.dataset()
-        if cfg.train.steps_per_epoch:
-            dataset = dataset.repeat()
+        if getattr(data, "indexed_by_step", False):
+            # An endless stream that is a function of the iteration: continue where the run stopped.
+            dataset = data.dataset(start_step=trainer.completed_steps)
+        else:
+            dataset = data.dataset()
+            if cfg.train.steps_per_epoch:
+                dataset = dataset.repeat()
         return dataset.take(steps) if steps else dataset
 
     # A live progress bar (with ETA) on a terminal; one line per epoch when the output is a file.
@@ -201,8 +215,9 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
                             steps_per_epoch=remaining, callbacks=callbacks, verbose=verbose, shuffle=False)
                 epoch += 1
             if epoch < total:
+                endless = cfg.train.steps_per_epoch or getattr(data, "indexed_by_step", False)
                 trainer.fit(epoch_data(), epochs=total, initial_epoch=epoch,
-                            steps_per_epoch=steps_per_epoch if cfg.train.steps_per_epoch else None,
+                            steps_per_epoch=steps_per_epoch if endless else None,
                             callbacks=callbacks, verbose=verbose, shuffle=False)
     except KeyboardInterrupt as err:
         name = getattr(err, "signal_name", "SIGINT")
@@ -214,12 +229,13 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         raise Interrupted(name) from None
 
     if chief:
-        finish_run(cfg.export, cfg.data, run, trainer.inference_network(), only_missing=finished_before)
+        finish_run(method, cfg.export, cfg.data, run, trainer.inference_network(), only_missing=finished_before)
     return run_dir
 
 
-def finish_run(export: ExportConfig, data: DataConfig, run: RunDir, network, only_missing: bool = False) -> None:
-    """After training: the export and, on the embedded synthetic data, the content scores.
+def finish_run(method, export: ExportConfig, data: DataConfig, run: RunDir, network,
+               only_missing: bool = False) -> None:
+    """After training: the method's export and, on embedded data with ground truth, its content scores.
 
     `only_missing` (a rerun of a finished run): write only what is not there yet, e.g. after a kill
     during the export.
@@ -227,28 +243,29 @@ def finish_run(export: ExportConfig, data: DataConfig, run: RunDir, network, onl
     from psr.export import is_saved_model
 
     if export.after_training and not (only_missing and is_saved_model(run.export)):
-        from psr.export import export_generator
-
-        export_generator(network, run.export, export.pad_multiple, inputs=run.inputs,
-                         fix=f"move your files out of {run.export}")
-    if data.synthetic is not None and data.synthetic.kind == "shapes" and not (
-        only_missing and run.content_scores.is_file()
-    ):
-        report_content_scores(data, export.pad_multiple, run, network)
+        options = {"domains": run.domain_names()} if run.domain_names() else {}
+        method.exporter()(network, run.export, export.pad_multiple, inputs=run.inputs,
+                          fix=f"move your files out of {run.export}", **options)
+    reporter = method.reporter()
+    if reporter is not None and data.synthetic is not None and not (only_missing and run.content_scores.is_file()):
+        reporter(data, export.pad_multiple, run, network)
 
 
-def evaluation_callbacks(eval_cfg: EvalConfig, data: DataConfig, export: ExportConfig, protocol: str,
+def evaluation_callbacks(eval_cfg: EvalConfig, data: DataConfig, export: ExportConfig, method,
                          run: RunDir, feature_extractor=None) -> list:
     """Periodic evaluation during training (`eval.every_epochs`), keeping the best checkpoint and export."""
     if not eval_cfg.every_epochs:
         return []
     from psr.callbacks import PeriodicEvaluation
 
-    return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, protocol, run.path, extractor=feature_extractor)]
+    return [PeriodicEvaluation(eval_cfg, data, export.pad_multiple, method.eval_protocol, run.path,
+                               extractor=feature_extractor, exporter=method.exporter())]
 
 
-def report_content_scores(data: DataConfig, pad_multiple: int, run: RunDir, generator) -> dict:
-    """Synthetic data has ground-truth translations: PSNR/SSIM of G(testA) against them, and of the input."""
+def report_content_scores(data: DataConfig, pad_multiple: int, run: RunDir, generator) -> Optional[dict]:
+    """The shapes data has ground-truth translations: PSNR/SSIM of G(testA) against them, and of the input."""
+    if data.synthetic is None or data.synthetic.kind != "shapes":
+        return None
     from psr.data.layout import domain_folders
     from psr.export import translate_any_size
     from psr.inference import translate_files

@@ -130,3 +130,95 @@ def exported_min_input_side(path: Union[str, Path]) -> Optional[int]:
 
     value = (read_output_marker(path) or {}).get("min_input_side")
     return int(value) if isinstance(value, int) else None
+
+
+# === Multi-modal export (method stargan2) ===
+
+SIGNATURE_LATENT = "translate_latent"
+SIGNATURE_REFERENCE = "translate_reference"
+
+
+def latent_codes(count, latent_dim: int, seed):
+    """`[count, latent_dim]` N(0, I) codes from an integer seed (the same codes on every machine and call)."""
+    seed = tf.cast(seed, tf.int64)
+    return tf.random.stateless_normal([count, latent_dim], seed=tf.stack([seed, tf.constant(0, tf.int64)]))
+
+
+def export_multimodal(
+    translator: keras.Model,
+    path: Union[str, Path],
+    pad_multiple: int = 4,
+    inputs: Sequence[Union[str, Path]] = (),
+    force: bool = False,
+    fix: Optional[str] = None,
+    domains: Sequence[str] = (),
+) -> Path:
+    """Writes a `stargan2` SavedModel (`MultimodalTranslator`) into `path`, atomically (as `export_generator`).
+
+    Signatures (images float32 in [-1, 1], any H, W; they are reflect-padded to `pad_multiple`):
+    - `serving_default` = `translate_latent(images [N,H,W,3], target_domain int32 [N], seed int64 [])`: the
+      style comes from latent codes drawn from `seed` (one code per image);
+    - `translate_reference(images, reference_images [N,h,w,3], target_domain int32 [N])`: the style of each
+      reference (resized to the training side) in its domain;
+    - `translate_bytes(image_bytes string [N], target_domain string [N], seed int64 [])`: encoded images
+      in, PNGs out, the domain by name.
+    The domain names (label order) are stored in the export's marker and inside the graph.
+    """
+    from psr.config import minimum_padded_side
+    from psr.rundir import replace_folder
+
+    path = Path(path)
+    latent_dim = translator.latent_dim
+    side = int(translator.style_encoder.image_size)
+    names = [str(n) for n in domains] or [str(i) for i in range(translator.num_domains)]
+    table = tf.lookup.StaticHashTable(
+        tf.lookup.KeyValueTensorInitializer(tf.constant(names), tf.range(len(names), dtype=tf.int32)), default_value=-1
+    )
+
+    def padded(fn, images):
+        return translate_any_size(lambda x: tf.cast(fn(x), tf.float32), images, pad_multiple)
+
+    def latent(images, target_domain, seed):
+        codes = latent_codes(tf.shape(images)[0], latent_dim, seed)
+        return {"images": padded(lambda x: translator.translate_latent(x, target_domain, codes), images)}
+
+    def reference(images, reference_images, target_domain):
+        refs = tf.image.resize(reference_images, (side, side), antialias=True)
+        return {"images": padded(lambda x: translator.translate_reference(x, refs, target_domain), images)}
+
+    def translate_bytes(image_bytes, target_domain, seed):
+        index = table.lookup(target_domain)
+        tf.debugging.assert_non_negative(index, message=f"target_domain must be one of {', '.join(names)}")
+        codes = latent_codes(tf.shape(image_bytes)[0], latent_dim, seed)
+
+        def one(args):
+            data, domain, code = args
+            image = decode_image(data)[None]
+            out = padded(lambda x: translator.translate_latent(x, domain[None], code[None]), image)
+            return encode_png(out[0])
+
+        return {"output_bytes": tf.map_fn(one, (image_bytes, index, codes), fn_output_signature=tf.string)}
+
+    images_spec = tf.TensorSpec([None, None, None, 3], tf.float32, name="images")
+    domain_spec = tf.TensorSpec([None], tf.int32, name="target_domain")
+    seed_spec = tf.TensorSpec([], tf.int64, name="seed")
+    archive = keras.export.ExportArchive()
+    archive.track(translator)
+    archive.track(table)
+    latent_fn = tf.function(latent)
+    archive.add_endpoint(SIGNATURE_FLOAT, latent_fn, input_signature=[images_spec, domain_spec, seed_spec])
+    archive.add_endpoint(SIGNATURE_LATENT, latent_fn, input_signature=[images_spec, domain_spec, seed_spec])
+    archive.add_endpoint(SIGNATURE_REFERENCE, tf.function(reference), input_signature=[
+        images_spec, tf.TensorSpec([None, None, None, 3], tf.float32, name="reference_images"), domain_spec])
+    archive.add_endpoint(SIGNATURE_BYTES, tf.function(translate_bytes), input_signature=[
+        tf.TensorSpec([None], tf.string, name="image_bytes"), tf.TensorSpec([None], tf.string, name="target_domain"),
+        seed_spec])
+    metadata = {"pad_multiple": pad_multiple, "method": "stargan2", "domains": names, "reference_side": side,
+                "latent_dim": latent_dim,
+                # Two stride-2 convolutions: the padded side must be at least 4 (zero padding inside).
+                "min_input_side": minimum_padded_side(4, pad_multiple)}
+    options = {"fix": fix} if fix else {}
+    return replace_folder(
+        path, lambda staging: archive.write_out(str(staging), verbose=False), kind="export",
+        inputs=inputs, force=force, metadata=metadata, **options,
+    )

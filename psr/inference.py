@@ -9,7 +9,7 @@ import numpy as np
 import tensorflow as tf
 
 from psr.data.pixels import to_unit_range
-from psr.errors import CheckpointError, DatasetError, OutputError
+from psr.errors import CheckpointError, ConfigError, DatasetError, OutputError
 from psr.export import (
     SIGNATURE_FLOAT,
     exported_min_input_side,
@@ -135,7 +135,9 @@ def translate_files(
 
     inputs = list(inputs)
     files = expand_inputs(inputs)
-    names = output_names(files)
+    # A translator with `suffixes` makes several images per input (multi-modal: one per style).
+    suffixes = list(getattr(translator, "suffixes", None) or [""])
+    names = [f"{name[:-4]}{suffix}.png" for name in output_names(files) for suffix in suffixes]
     check_image_sizes(files, getattr(translator, "min_input_side", None))
     sources = {resolve(path) for path in files}
     for name in names:  # an input file given by name inside the output folder (e.g. out/a.png -o out)
@@ -146,12 +148,95 @@ def translate_files(
             )
     folder = open_output_folder(output_dir, names, kind="translations", inputs=inputs, force=force)
     written = []
-    for index, (path, name) in enumerate(zip(files, names)):
+    for index, path in enumerate(files):
         image = to_unit_range(read_image(path))
-        result = translator(image[None])[0]
-        data = encode_image(result, name)
-        out = folder.write_file(name, lambda stream: stream.write(data))
-        written.append(out)
+        results = translator(image[None])
+        for k, result in enumerate(results[: len(suffixes)]):
+            name = names[index * len(suffixes) + k]
+            data = encode_image(result, name)
+            out = folder.write_file(name, lambda stream: stream.write(data))
+            written.append(out)
         if progress is not None:
             progress(index + 1, len(files), out)
     return written
+
+
+# === Multi-modal models (method stargan2) ===
+
+
+def model_method(model: Union[str, Path]) -> Optional[str]:
+    """The method of a run directory or export (None when unknown, e.g. an export of an older psr)."""
+    from psr.rundir import read_output_marker
+
+    model = Path(model)
+    if is_saved_model(model):
+        return (read_output_marker(model) or {}).get("method")
+    if (model / "config.yaml").is_file():
+        from psr.config import load_run_config
+
+        return load_run_config(model).method
+    return None
+
+
+def load_multimodal_translator(model: Union[str, Path], domain: str, reference: Optional[Union[str, Path]] = None,
+                               num: int = 1, seed: int = 0, checkpoint: str = "latest"):
+    """`f(image [1, H, W, 3]) -> [K, H, W, 3]`: K = `num` latent-guided translations into `domain` (codes
+    drawn from `seed`, as the export's `translate_latent` draws them), or one in the style of `reference`.
+
+    `f.suffixes` names the outputs (`_<domain>_<k>` or `_<domain>_ref`).
+    """
+    from psr.data.images import read_image
+    from psr.export import SIGNATURE_LATENT, SIGNATURE_REFERENCE, latent_codes
+    from psr.models.multimodal import domain_index
+    from psr.rundir import RunDir, read_output_marker
+
+    model = Path(model)
+    if num < 1:
+        raise ConfigError(f"--num {num}: expected at least 1 output per image.")
+    if is_saved_model(model):
+        marker = read_output_marker(model) or {}
+        names, side = list(marker.get("domains", [])), int(marker.get("reference_side", 256))
+        min_side = marker.get("min_input_side")
+        loaded = tf.saved_model.load(str(model))
+
+        def latent(images, domains, seed_value):
+            out = loaded.signatures[SIGNATURE_LATENT](images=images, target_domain=domains, seed=seed_value)
+            return out["images"]
+
+        def by_reference(images, refs, domains):
+            out = loaded.signatures[SIGNATURE_REFERENCE](images=images, reference_images=refs, target_domain=domains)
+            return out["images"]
+    else:
+        if not model.is_dir():
+            raise CheckpointError(f"Model not found: {model}. Pass a run directory or an exported model folder.")
+        translator, cfg, _ = load_run_generator(model, checkpoint)
+        names, side = list(RunDir(model).domain_names()), cfg.data.crop_size
+        multiple = cfg.export.pad_multiple
+        min_side = None
+
+        def latent(images, domains, seed_value):
+            codes = latent_codes(tf.shape(images)[0], translator.latent_dim, seed_value)
+            return translate_any_size(lambda x: translator.translate_latent(x, domains, codes), images, multiple)
+
+        def by_reference(images, refs, domains):
+            refs = tf.image.resize(refs, (side, side), antialias=True)
+            return translate_any_size(lambda x: translator.translate_reference(x, refs, domains), images, multiple)
+
+    index = domain_index(names, domain)
+    if reference is not None:
+        ref = to_unit_range(read_image(str(reference)))[None]
+
+        def run(images):
+            images = tf.constant(images, tf.float32)
+            return np.asarray(by_reference(images, tf.constant(ref, tf.float32), tf.constant([index], tf.int32)))
+
+        run.suffixes = [f"_{names[index]}_ref"]
+    else:
+        def run(images):
+            images = tf.repeat(tf.constant(images, tf.float32), num, axis=0)
+            domains = tf.fill([num], tf.constant(index, tf.int32))
+            return np.asarray(latent(images, domains, tf.constant(seed, tf.int64)))
+
+        run.suffixes = [f"_{names[index]}_{k}" for k in range(num)]
+    run.min_input_side = min_side
+    return run

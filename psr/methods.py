@@ -27,6 +27,7 @@ class TrainerInputs:
     steps_per_epoch: int
     seed: Optional[int] = None
     channels: int = 3
+    domains: tuple = ()  # domain names of multi-domain data (sorted folder names), else empty
 
 
 @dataclass(frozen=True)
@@ -57,6 +58,16 @@ class Method:
     check: Optional[Callable[[Any], None]] = None  # cross-field checks of the method's sections
     # The paper's evaluation protocol (`psr.metrics.extractors.PAPER_FEATURES`): which FID features `auto` uses.
     eval_protocol: str = "single_modal"
+    # `(network, path, pad_multiple, inputs=..., force=..., fix=..., domains=...) -> Path`: writes the SavedModel.
+    export: Union[str, Callable[..., Any]] = "psr.export:export_generator"
+    # `(data_cfg, pad_multiple, run, network) -> dict | None`: scores on embedded data with ground truth.
+    report: Optional[Union[str, Callable[..., Any]]] = "psr.experiment:report_content_scores"
+
+    def exporter(self) -> Callable[..., Any]:
+        return _resolve(self.export)
+
+    def reporter(self) -> Optional[Callable[..., Any]]:
+        return None if self.report is None else _resolve(self.report)
 
     def trainer_builder(self) -> Callable[..., Any]:
         return _resolve(self.build_trainer)
@@ -123,3 +134,33 @@ def _cut_and_sincut() -> tuple[Method, Method]:
 
 
 CUT_METHOD, SINCUT_METHOD = _cut_and_sincut()
+
+
+def _stargan2() -> Method:
+    from psr.config import MultimodalLossConfig, MultimodalModelConfig, check_multimodal
+
+    # The released code's settings (spec multimodal §1): 100k iterations of batch 8, counted here as 100
+    # "epochs" of 1,000 iterations (samples every 1k, snapshots every 10k, as the official cadence).
+    return Method(
+        name="stargan2",
+        model_config=MultimodalModelConfig,
+        loss_config=MultimodalLossConfig,
+        build_trainer="psr.builders:build_stargan2_trainer",
+        build_inference_network="psr.builders:build_stargan2_translator",
+        check=check_multimodal,
+        data_kinds=("multidomain",),
+        defaults={
+            "data": {"kind": "multidomain", "load_size": 256, "crop_size": 256, "random_resized_crop": 0.5},
+            "train": {"epochs": 100, "decay_epochs": 0, "steps_per_epoch": 1000, "batch_size": 8,
+                      "learning_rate": 1e-4, "mapping_learning_rate": 1e-6, "beta_1": 0.0, "beta_2": 0.99,
+                      "weight_decay": 1e-4, "seed": 777},
+            "log": {"log_every_steps": 10, "checkpoint_every_epochs": 10},
+        },
+        description="multi-modal translation (StarGAN v2 + hDCE/SRC; spec multimodal.md)",
+        eval_protocol="multimodal",
+        export="psr.export:export_multimodal",
+        report="psr.evaluation_multimodal:report_multimodal_scores",
+    )
+
+
+STARGAN2_METHOD = _stargan2()

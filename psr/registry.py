@@ -80,12 +80,15 @@ GAMMA_MODES = ("linear", "fixed")
 SCHEDULE_UNITS = ("epoch", "step")  # what a schedule's time axis counts
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width_and_crop", "none")
 DIRECTIONS = ("AtoB", "BtoA")
-SYNTHETIC_KINDS = ("shapes", "rocket_pair")
+SYNTHETIC_KINDS = ("shapes", "rocket_pair", "scenes")
+# The data kind each generated dataset is: shapes → unaligned, rocket_pair → single_image, scenes → multidomain.
+SYNTHETIC_DATA_KINDS = {"shapes": "unaligned", "rocket_pair": "single_image", "scenes": "multidomain"}
 DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
 FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")  # FID/KID features
 LPIPS_REFERENCES = ("input", "target")  # what a translation is compared with by the paired LPIPS metric
 SEGMENTATION_NETWORKS = ("drn_d_22", "drn_d_105")  # Cityscapes FCN-score networks (single-modal, compression)
 LABEL_FORMATS = ("color", "label_ids", "train_ids")
+CYCLE_INPUTS = ("real", "fake")  # stargan2 reconstruction input: G(x, E(x)) (code) or G(G(x, s), E(x))
 
 
 # === Metric names (the metric modules register exactly these; checked without importing TensorFlow) ===
@@ -126,6 +129,7 @@ def unknown_metric_message(names: Iterable[str]) -> str | None:
 METHODS = Registry("method", {
     "cut": "psr.methods:CUT_METHOD",
     "sincut": "psr.methods:SINCUT_METHOD",
+    "stargan2": "psr.methods:STARGAN2_METHOD",
 })
 
 #: Generator architectures: name → builder `(GeneratorConfig, channels, crop_size) -> keras.Model`.
@@ -151,4 +155,5 @@ CONTRASTIVE_LOSSES = Registry("contrastive loss", {
 DATA_KINDS = Registry("data kind", {
     "unaligned": "psr.data.builders:unaligned_training_data",
     "single_image": "psr.data.builders:single_image_training_data",
+    "multidomain": "psr.data.builders:multidomain_training_data",
 })

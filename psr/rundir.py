@@ -509,6 +509,17 @@ class RunDir:
     def imported_from(self) -> Path:
         return self.path / "imported_from.json"
 
+    @property
+    def domains(self) -> Path:
+        """Domain names of a multi-domain run, in label order (written before the first step)."""
+        return self.path / "domains.json"
+
+    def domain_names(self) -> tuple[str, ...]:
+        """The names stored in `domains.json` (empty for runs without domains)."""
+        if not self.domains.is_file():
+            return ()
+        return tuple(json.loads(self.domains.read_text(encoding="utf-8")))
+
     # --- folders ---
     @property
     def checkpoints(self) -> Path:
@@ -587,7 +598,7 @@ class RunDir:
     @property
     def inputs(self) -> tuple[Path, ...]:
         """What psr reads back from a run (an output must never be one of these or inside one)."""
-        return (self.config, self.checkpoints)
+        return (self.config, self.checkpoints, self.domains)
 
     # --- ownership ---
     def is_marked(self) -> bool:

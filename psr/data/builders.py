@@ -36,6 +36,11 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     if s.kind == "shapes":
         args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
         make, ready = (lambda: make_shapes_dataset(root, **args)), (lambda: shapes_dataset_ready(root, **args))
+    elif s.kind == "scenes":
+        from psr.data.synthetic_multidomain import make_scenes_dataset, scenes_dataset_ready
+
+        args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
+        make, ready = (lambda: make_scenes_dataset(root, **args)), (lambda: scenes_dataset_ready(root, **args))
     else:
         make, ready = (lambda: make_sample_pair(root)), (lambda: sample_pair_ready(root))
     if create:
@@ -88,6 +93,33 @@ def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[
     )
 
 
+def multidomain_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
+    from psr.data.multidomain import MultiDomainTrainingData
+
+    root = prepare_dataset_root(cfg, create)
+    return MultiDomainTrainingData(root, image_size=cfg.crop_size, batch_size=batch_size, seed=seed,
+                                   random_resized_crop=cfg.random_resized_crop, flip=cfg.flip)
+
+
+def multidomain_samples(cfg: DataConfig, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(sources, references)` of multi-domain sample grids: sources taken from the domains in turn,
+    and one reference per domain, in label order (validation images; training images without a val split)."""
+    from psr.data.multidomain import discover_domains, val_images
+
+    try:
+        domains = discover_domains(cfg.root, "val")
+    except DatasetError:
+        domains = discover_domains(cfg.root, "train")
+    per_domain = -(-num_samples // len(domains))
+    firsts = []
+    for domain in domains:
+        dataset, _ = val_images(domain, cfg.crop_size, batch_size=per_domain)
+        firsts.append(np.asarray(next(iter(dataset))))
+    sources = [firsts[i % len(domains)][i // len(domains)] for i in range(num_samples)
+               if i // len(domains) < len(firsts[i % len(domains)])]
+    return np.stack(sources), np.stack([images[0] for images in firsts])
+
+
 def build_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int] = None, create: bool = True):
     """The training data object of `data.kind` (`psr.registry.DATA_KINDS`).
 
@@ -104,6 +136,8 @@ def fixed_sample_batch(cfg: DataConfig, num_samples: int, data=None) -> tuple[np
     from psr.data.images import list_images
     from psr.data.unaligned import make_test_dataset
 
+    if cfg.kind == "multidomain":
+        return multidomain_samples(cfg, num_samples)
     if cfg.kind == "single_image":
         real_a, real_b = next(iter(data.dataset()))
         return np.asarray(real_a)[:num_samples], np.asarray(real_b)[:num_samples]

@@ -73,15 +73,29 @@ def content_scores(predicted_dir: str, target_dir: str) -> dict[str, float]:
                 f"but {targets[stem]} is {target_image.shape[1]}×{target_image.shape[0]}: generate "
                 "at the target size or resize the targets."
             )
-        with warnings.catch_warnings(), np.errstate(divide="ignore"):
-            # Identical images give mse = 0 and PSNR = inf, which is the right answer.
-            warnings.simplefilter("ignore", RuntimeWarning)
-            psnr_values.append(
-                skimage.metrics.peak_signal_noise_ratio(target_image, predicted_image, data_range=255)
-            )
-        ssim_values.append(
-            skimage.metrics.structural_similarity(
-                target_image, predicted_image, channel_axis=-1, data_range=255
-            )
-        )
+        psnr, ssim = pair_scores(predicted_image, target_image)
+        psnr_values.append(psnr)
+        ssim_values.append(ssim)
     return {"psnr": float(np.mean(psnr_values)), "ssim": float(np.mean(ssim_values))}
+
+
+def pair_scores(predicted: np.ndarray, target: np.ndarray) -> tuple[float, float]:
+    """(PSNR dB, SSIM) of one uint8 RGB image against its target (skimage, data range 255, 7×7 window)."""
+    with warnings.catch_warnings(), np.errstate(divide="ignore"):
+        # Identical images give mse = 0 and PSNR = inf, which is the right answer.
+        warnings.simplefilter("ignore", RuntimeWarning)
+        psnr = skimage.metrics.peak_signal_noise_ratio(target, predicted, data_range=255)
+    ssim = skimage.metrics.structural_similarity(target, predicted, channel_axis=-1, data_range=255)
+    return float(psnr), float(ssim)
+
+
+def image_content_scores(predicted: np.ndarray, targets: np.ndarray) -> dict[str, float]:
+    """Mean PSNR/SSIM of float images `[N, H, W, 3]` in [-1, 1] against targets of the same form,
+    each quantised to uint8 first (as if saved as PNG), as `content_scores` does with files."""
+    from psr.data.pixels import to_uint8
+
+    predicted, targets = np.asarray(to_uint8(predicted)), np.asarray(to_uint8(targets))
+    if predicted.shape != targets.shape:
+        raise ValueError(f"Expected predictions and targets of one shape. Received: {predicted.shape}, {targets.shape}")
+    pairs = [pair_scores(p, t) for p, t in zip(predicted, targets)]
+    return {"psnr": float(np.mean([p for p, _ in pairs])), "ssim": float(np.mean([s for _, s in pairs]))}

@@ -79,4 +79,33 @@ def gather_replicas(x):
     return context.all_gather(x, axis=0)
 
 
-__all__ = ["gather_replicas", "global_batch_mean", "is_chief", "make_strategy", "num_replicas"]
+def update_moving_average(pairs, decay: float) -> None:
+    """`average ← decay·average + (1 − decay)·value` for every `(average, value)` pair of variables.
+
+    Under `tf.distribute` a mirrored variable cannot be assigned from a replica; every replica holds the
+    same synchronised values, so the update is made once per variable through the cross-replica context.
+    """
+    def update(average, value):
+        return average.assign(decay * average + (1.0 - decay) * ops.cast(value, average.dtype))
+
+    context = tf.distribute.get_replica_context()
+    if context is None or context.num_replicas_in_sync == 1:
+        for average, value in pairs:
+            update(average, value)
+        return
+
+    def merge(strategy, averages, values):
+        for average, value in zip(averages, values):
+            strategy.extended.update(average, update, args=(value,))
+
+    averages = [_tf_variable(a) for a, _ in pairs]
+    values = [ops.convert_to_tensor(v) for _, v in pairs]
+    context.merge_call(merge, args=(averages, values))
+
+
+def _tf_variable(variable):
+    """The TensorFlow variable behind a `keras.Variable` (the strategy updates that one)."""
+    return getattr(variable, "value", variable) if not isinstance(variable, tf.Variable) else variable
+
+
+__all__ = ["gather_replicas", "update_moving_average", "global_batch_mean", "is_chief", "make_strategy", "num_replicas"]
