@@ -21,3 +21,14 @@ __all__ = [
 from psr.data.single_image import SingleImageDataset, make_sample_pair  # noqa: E402
 
 __all__ += ["SingleImageDataset", "make_sample_pair"]
+
+# StarGAN v2-style multi-domain data: root/{train,val}/<domain>/ (multimodal spec §5).
+from psr.data.multidomain import (  # noqa: E402
+    Domain,
+    MultiDomainTrainingData,
+    discover_domains,
+    training_dataset,
+    val_images,
+)
+
+__all__ += ["Domain", "MultiDomainTrainingData", "discover_domains", "training_dataset", "val_images"]

@@ -67,3 +67,32 @@ __all__ += [
     "StyleGAN2Generator",
     "StyledConvUpsample",
 ]
+
+# Multimodal (Hneg_SRC on StarGAN v2) networks (multimodal spec §2).
+from psr.models.stargan2 import (  # noqa: E402
+    AdaIN,
+    AdaINResBlock,
+    AffineInstanceNormalization,
+    DomainTrunk,
+    DownBlock,
+    MappingNetwork,
+    MultiTaskDiscriminator,
+    PreActResBlock,
+    StarGAN2Generator,
+    StyleEncoder,
+    UpBlock,
+)
+
+__all__ += [
+    "AdaIN",
+    "AdaINResBlock",
+    "AffineInstanceNormalization",
+    "DomainTrunk",
+    "DownBlock",
+    "MappingNetwork",
+    "MultiTaskDiscriminator",
+    "PreActResBlock",
+    "StarGAN2Generator",
+    "StyleEncoder",
+    "UpBlock",
+]
