@@ -97,8 +97,9 @@ def multidomain_training_data(cfg: DataConfig, batch_size: int, seed: Optional[i
     from psr.data.multidomain import MultiDomainTrainingData
 
     root = prepare_dataset_root(cfg, create)
-    return MultiDomainTrainingData(root, image_size=cfg.crop_size, batch_size=batch_size, seed=seed,
-                                   random_resized_crop=cfg.random_resized_crop, flip=cfg.flip)
+    data = MultiDomainTrainingData(root, image_size=cfg.crop_size, batch_size=batch_size, seed=seed)
+    data.indexed_by_step = True
+    return data
 
 
 def multidomain_samples(cfg: DataConfig, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
