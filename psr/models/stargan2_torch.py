@@ -107,7 +107,10 @@ def infer_generator_args(state_dict: Mapping[str, np.ndarray]) -> dict:
     fc = "decode.0.norm1.fc.weight" if num_adain or style_upsampling else None
     if fc is None:
         raise _not_a("generator", "no AdaIN layer `decode.0.norm1.fc.weight` to read the style size from")
-    style_dim = _shape(state_dict, fc)[1]
+    fc_shape = _shape(state_dict, fc)
+    if len(fc_shape) != 2:
+        raise _not_a("generator", f"`{fc}` has shape {fc_shape}, not [2C, style_dim]")
+    style_dim = fc_shape[1]
     max_filters = _max_filters(widths)
     _check_doubling("generator", widths, max_filters)
     return {
@@ -139,6 +142,8 @@ def infer_mapping_args(state_dict: Mapping[str, np.ndarray]) -> dict:
     while f"unshared.0.{2 * head_layers}.weight" in state_dict:
         head_layers += 1
     last = _shape(state_dict, f"unshared.0.{2 * (head_layers - 1)}.weight")
+    if len(last) != 2:
+        raise _not_a("mapping_network", f"`unshared.0.{2 * (head_layers - 1)}.weight` has shape {last}, not [out, in]")
     return {
         "latent_dim": int(latent_dim),
         "style_dim": int(last[0]),
@@ -157,7 +162,10 @@ def _infer_trunk_args(net: str, state_dict: Mapping[str, np.ndarray], prefix: st
     widths = [first[0]]
     num_blocks = 0
     while f"{prefix}.{num_blocks + 1}.conv1.weight" in state_dict:
-        widths.append(_shape(state_dict, f"{prefix}.{num_blocks + 1}.conv2.weight")[0])
+        conv2 = _shape(state_dict, f"{prefix}.{num_blocks + 1}.conv2.weight")
+        if conv2 is None or len(conv2) != 4:
+            raise _not_a(net, f"residual block `{prefix}.{num_blocks + 1}` has no 3x3 conv `conv2.weight`")
+        widths.append(conv2[0])
         num_blocks += 1
     last = _shape(state_dict, f"{prefix}.{num_blocks + 2}.weight")
     if last is None or len(last) != 4 or last[2:] != (4, 4):
@@ -176,7 +184,10 @@ def infer_style_encoder_args(state_dict: Mapping[str, np.ndarray]) -> dict:
         num_domains += 1
     if num_domains == 0:
         raise _not_a("style_encoder", "no per-domain head `unshared.0.weight`")
-    return {**args, "style_dim": int(_shape(state_dict, "unshared.0.weight")[0]), "num_domains": num_domains}
+    head = _shape(state_dict, "unshared.0.weight")
+    if len(head) != 2:
+        raise _not_a("style_encoder", f"`unshared.0.weight` has shape {head}, not [style_dim, C]")
+    return {**args, "style_dim": int(head[0]), "num_domains": num_domains}
 
 
 def infer_discriminator_args(state_dict: Mapping[str, np.ndarray]) -> dict:
