@@ -260,6 +260,16 @@ def _tensors_to_numpy(state: Any) -> dict[str, np.ndarray]:
     return arrays
 
 
+def _torch_tensors_to_numpy(state: dict) -> dict[str, np.ndarray]:
+    import torch
+
+    return {
+        str(name): value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
+        for name, value in state.items()
+        if isinstance(value, torch.Tensor)
+    }
+
+
 def _read_with_torch(path: str) -> dict[str, np.ndarray]:
     import torch
 
@@ -268,11 +278,67 @@ def _read_with_torch(path: str) -> dict[str, np.ndarray]:
         raise CheckpointError(
             f"{path} holds a {type(state).__name__}, not a state dict: pass the weights file itself."
         )
-    return {
-        str(name): value.detach().float().numpy() if value.dtype == torch.bfloat16 else value.detach().numpy()
-        for name, value in state.items()
-        if isinstance(value, torch.Tensor)
-    }
+    return _torch_tensors_to_numpy(state)
+
+
+def _state_dicts_to_numpy(state: Any) -> dict[str, Any]:
+    if not isinstance(state, dict):
+        raise _FormatError(f"the file holds a {type(state).__name__}, not a dict")
+    entries: dict[str, Any] = {}
+    for name, value in state.items():
+        if isinstance(value, dict):
+            entries[str(name)] = _strip_data_parallel(_tensors_to_numpy(value))
+        elif isinstance(value, _Tensor):
+            entries[str(name)] = value.to_numpy()
+        elif not isinstance(value, (int, float, str, type(None))):
+            raise _FormatError(f"entry {name!r} is a {type(value).__name__}, not a state dict or tensor")
+    return entries
+
+
+def _read_state_dicts_with_torch(path: str) -> dict[str, Any]:
+    import torch
+
+    state = torch.load(path, map_location="cpu", weights_only=True)
+    if not isinstance(state, dict):
+        raise CheckpointError(f"{path} holds a {type(state).__name__}, not a dict of state dicts.")
+    entries: dict[str, Any] = {}
+    for name, value in state.items():
+        if isinstance(value, dict):
+            entries[str(name)] = _strip_data_parallel(_torch_tensors_to_numpy(value))
+        elif isinstance(value, torch.Tensor):
+            entries[str(name)] = _torch_tensors_to_numpy({name: value})[str(name)]
+    return entries
+
+
+def _read_file(path: str | os.PathLike, from_pickle, with_torch) -> Any:
+    """Parses `path` with `from_pickle` (no torch); falls back to `with_torch` when torch is installed."""
+    path = os.fspath(path)
+    if not os.path.isfile(path):
+        raise CheckpointError(f"Weights file not found: {path}. Pass the path of an existing .pth file.")
+    try:
+        state = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
+        return from_pickle(state)
+    except (_FormatError, pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile,
+            KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
+        reason = " ".join(str(error).split()) or type(error).__name__
+    except OSError as error:
+        raise CheckpointError(f"Cannot read {path} ({error.strerror or error}): check the file's permissions.") from None
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch state dict ({reason}): re-download the file, or "
+            "`pip install torch` if it is a valid file in a format psr cannot read alone."
+        ) from None
+    try:
+        return with_torch(path)
+    except CheckpointError:
+        raise
+    except Exception as error:  # torch raises RuntimeError/UnpicklingError/… for broken files
+        raise CheckpointError(
+            f"Cannot read {path} as a PyTorch state dict ({reason}; torch: {' '.join(str(error).split())}): "
+            "re-download the file."
+        ) from None
 
 
 def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
@@ -296,30 +362,29 @@ def read_torch_state_dict(path: str | os.PathLike) -> dict[str, np.ndarray]:
     Raises:
         CheckpointError: when the file is missing or cannot be read as a state dict.
     """
-    path = os.fspath(path)
-    if not os.path.isfile(path):
-        raise CheckpointError(f"Weights file not found: {path}. Pass the path of an existing .pth file.")
-    try:
-        state = _read_zip(path) if zipfile.is_zipfile(path) else _read_legacy(path)
-        return _strip_data_parallel(_tensors_to_numpy(state))
-    except (_FormatError, pickle.UnpicklingError, EOFError, struct.error, zipfile.BadZipFile,
-            KeyError, ValueError, TypeError, AttributeError, IndexError) as error:
-        reason = " ".join(str(error).split()) or type(error).__name__
-    except OSError as error:
-        raise CheckpointError(f"Cannot read {path} ({error.strerror or error}): check the file's permissions.") from None
-    try:
-        import torch  # noqa: F401
-    except ImportError:
-        raise CheckpointError(
-            f"Cannot read {path} as a PyTorch state dict ({reason}): re-download the file, or "
-            "`pip install torch` if it is a valid file in a format psr cannot read alone."
-        ) from None
-    try:
-        return _strip_data_parallel(_read_with_torch(path))
-    except CheckpointError:
-        raise
-    except Exception as error:  # torch raises RuntimeError/UnpicklingError/… for broken files
-        raise CheckpointError(
-            f"Cannot read {path} as a PyTorch state dict ({reason}; torch: {' '.join(str(error).split())}): "
-            "re-download the file."
-        ) from None
+    return _read_file(
+        path,
+        lambda state: _strip_data_parallel(_tensors_to_numpy(state)),
+        lambda file: _strip_data_parallel(_read_with_torch(file)),
+    )
+
+
+def read_torch_state_dicts(path: str | os.PathLike) -> dict[str, Any]:
+    """Reads a file holding several state dicts (`torch.save({"generator": net.state_dict(), ...})`).
+
+    StarGAN v2's `<step>_nets_ema.ckpt` is such a file. Each dict-valued entry
+    becomes `{name: array}` (its `module.` prefix stripped as in
+    `read_torch_state_dict`); a tensor at the top level is kept as an array;
+    other scalars are dropped. Read without torch when possible, else with
+    `torch.load(weights_only=True)`.
+
+    Args:
+        path: a `.pth` / `.ckpt` file.
+
+    Returns:
+        entry name -> state dict (or array), in file order.
+
+    Raises:
+        CheckpointError: when the file is missing or cannot be read.
+    """
+    return _read_file(path, _state_dicts_to_numpy, _read_state_dicts_with_torch)
