@@ -198,8 +198,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="GT label maps: colour maps (default), Cityscapes labelIds or trainIds")
     ev.set_defaults(func=cmd_eval)
 
-    imp = sub.add_parser("import-torch", help="convert an official PyTorch generator (latest_net_G.pth)")
-    imp.add_argument("checkpoint", help="PyTorch state dict, e.g. latest_net_G.pth")
+    imp = sub.add_parser("import-torch", help="convert an official PyTorch generator (latest_net_G.pth) "
+                                              "or StarGAN v2 / Hneg_SRC nets (<step>_nets_ema.ckpt)")
+    imp.add_argument("checkpoint", help="PyTorch state dict, e.g. latest_net_G.pth or 100000_nets_ema.ckpt "
+                                        "(with a method: stargan2 spec)")
     imp.add_argument("--spec", required=True, help="experiment YAML describing the generator")
     imp.add_argument("-o", "--output", required=True, help="run directory to create")
     imp.add_argument("--export", action="store_true", help="also write RUN_DIR/export (SavedModel)")

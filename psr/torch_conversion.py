@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Optional, Sequence, Union
 
 from psr.config import dump_config, load_experiment
-from psr.errors import CheckpointError, OutputError
+from psr.errors import CheckpointError, OutputError, PsrError
 from psr.rundir import RunDir, atomic_write_json, atomic_write_text, check_output_path, os_errors, staged_folder
 from psr.trainers.checkpoints import write_checkpoint
 
@@ -25,6 +25,60 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
+
+
+def _check_new_output(output: Path, checkpoint: Path, spec) -> None:
+    if output.exists() and not output.is_dir():
+        raise OutputError(f"The output {output} is a file, not a folder; choose a new folder for the imported model.")
+    if output.exists() and any(output.iterdir()):
+        raise OutputError(f"Output folder {output} is not empty; choose a new folder for the imported model.")
+    check_output_path(output, inputs=[checkpoint, spec], what="output folder")
+
+
+def import_torch_multimodal(checkpoint: Path, cfg, output: Path, export: bool = False) -> Path:
+    """A StarGAN v2 / Hneg_SRC `<step>_nets_ema.ckpt` (G, M, E) → a `stargan2` run directory.
+
+    The networks' sizes come from the checkpoint (they replace the spec's `model` values); the domain
+    names are the spec's dataset folders when that dataset exists, else `0 … K−1`.
+    """
+    from psr.models.multimodal import MultimodalTranslator
+    from psr.models.stargan2_torch import stargan2_from_torch_checkpoint
+
+    nets = stargan2_from_torch_checkpoint(checkpoint)
+    args = nets["args"]
+    g, m, e = args["generator"], args["mapping"], args["style_encoder"]
+    model = dataclasses.replace(
+        cfg.model, num_domains=m["num_domains"], latent_dim=m["latent_dim"], style_dim=m["style_dim"],
+        mapping_hidden=m["hidden"],
+        generator=dataclasses.replace(cfg.model.generator, filters=g.get("filters"), max_filters=g["max_filters"],
+                                      num_res_blocks=g["num_res"], num_adain_blocks=g["num_adain"]),
+        style_encoder=dataclasses.replace(cfg.model.style_encoder, filters=e.get("filters"),
+                                          max_filters=e["max_filters"]),
+    )
+    side = int(e["image_size"])
+    cfg = dataclasses.replace(cfg, model=model, data=dataclasses.replace(cfg.data, crop_size=side, load_size=side),
+                              log=dataclasses.replace(cfg.log, run_dir=str(output)))
+    try:
+        from psr.data.multidomain import discover_domains
+
+        names = [d.name for d in discover_domains(cfg.data.root, "train", model.num_domains)]
+    except PsrError:
+        names = [str(i) for i in range(model.num_domains)]
+    translator = MultimodalTranslator(nets["generator"], nets["mapping"], nets["style_encoder"],
+                                      latent_dim=model.latent_dim)
+    with staged_folder(output) as staging:
+        run = RunDir(staging)
+        atomic_write_json(run.marker, {"psr": "run"})
+        atomic_write_text(run.config, dump_config(cfg, {"imported_from": str(checkpoint)}))
+        atomic_write_json(run.domains, names)
+        with os_errors(run.checkpoints_latest):
+            write_checkpoint(run.checkpoints_latest, 0, 0, translator)
+        atomic_write_json(run.imported_from, {"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)})
+        if export:
+            from psr.export import export_multimodal
+
+            export_multimodal(translator, run.export, cfg.export.pad_multiple, domains=names)
+    return output
 
 
 def import_torch_generator(
@@ -50,11 +104,9 @@ def import_torch_generator(
 
     checkpoint, output = Path(checkpoint), Path(output)
     cfg = load_experiment(spec, list(overrides or []))
-    if output.exists() and not output.is_dir():
-        raise OutputError(f"The output {output} is a file, not a folder; choose a new folder for the imported model.")
-    if output.exists() and any(output.iterdir()):
-        raise OutputError(f"Output folder {output} is not empty; choose a new folder for the imported model.")
-    check_output_path(output, inputs=[checkpoint, spec], what="output folder")
+    _check_new_output(output, checkpoint, spec)
+    if cfg.method == "stargan2":
+        return import_torch_multimodal(checkpoint, cfg, output, export=export)
     state_dict = load_torch_state_dict(checkpoint)
     g = cfg.model.generator
     expected = None if infer_architecture else {
