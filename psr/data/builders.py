@@ -28,6 +28,7 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     """
     from psr.data.single_image import make_sample_pair, sample_pair_ready
     from psr.data.synthetic import make_shapes_dataset, shapes_dataset_ready
+    from psr.data.synthetic_multidomain import make_multidomain_dataset, multidomain_dataset_ready
 
     root = Path(cfg.root)
     s = cfg.synthetic
@@ -36,6 +37,10 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     if s.kind == "shapes":
         args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
         make, ready = (lambda: make_shapes_dataset(root, **args)), (lambda: shapes_dataset_ready(root, **args))
+    elif s.kind == "multidomain":  # num_test = validation scenes per domain
+        args = dict(image_size=s.image_size, num_train=s.num_train, num_val=s.num_test, seed=s.seed)
+        make = lambda: make_multidomain_dataset(root, **args)  # noqa: E731
+        ready = lambda: multidomain_dataset_ready(root, **args)  # noqa: E731
     else:
         make, ready = (lambda: make_sample_pair(root)), (lambda: sample_pair_ready(root))
     if create:
@@ -86,6 +91,18 @@ def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[
         path_a, path_b, crop_size=cfg.crop_size, batch_size=batch_size, random_scale_max=cfg.random_scale_max,
         flip=cfg.flip, epoch_length=cfg.epoch_length, seed=seed,
     )
+
+
+def multidomain_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True,
+                              num_domains: Optional[int] = None):
+    """StarGAN v2-style data `root/{train,val}/<domain>/` at `crop_size`² (multimodal spec §5).
+
+    `num_domains`: the expected number of domain folders (None accepts any number ≥ 2).
+    """
+    from psr.data.multidomain import MultiDomainTrainingData
+
+    return MultiDomainTrainingData(prepare_dataset_root(cfg, create), image_size=cfg.crop_size,
+                                   batch_size=batch_size, seed=seed, num_domains=num_domains)
 
 
 def build_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int] = None, create: bool = True):
