@@ -192,3 +192,90 @@ def test_script_exits_2_with_one_line(tmp_path):
     assert result.returncode == 2
     assert result.stderr.startswith("error: Unknown dataset 'horse2zebr'")
     assert result.stderr.count("\n") == 1
+
+
+# === Multi-domain datasets (seasons, weather) ===
+
+
+def _make_seasons_zip(path, letters="ABCD", test_letters=None, top="alps_seasons"):
+    """Zip laid out like ComboGAN's alps_seasons: top/train<X>/*.jpg, top/test<X>/*.jpg; returns the files."""
+    files = {}
+    with zipfile.ZipFile(path, "w") as bundle:
+        for prefix, chosen in (("train", letters), ("test", test_letters or letters)):
+            for index, letter in enumerate(chosen):
+                for number in range(2):
+                    member = f"{top}/{prefix}{letter}/{letter}{number}.png"
+                    files[member] = _png_bytes(20 * index + number + (100 if prefix == "test" else 0))
+                    bundle.writestr(member, files[member])
+    return files
+
+
+def _assert_seasons_layout(target, files, top="alps_seasons"):
+    expected = {}
+    for member, data in files.items():
+        folder, name = member[len(top) + 1 :].split("/")
+        prefix = "train" if folder.startswith("train") else "test"
+        split = {"train": "train", "test": "val"}[prefix]
+        expected[f"{split}/{folder[len(prefix):].strip('_-').lower()}/{name}"] = data
+    found = {
+        os.path.relpath(os.path.join(directory, name), target): open(os.path.join(directory, name), "rb").read()
+        for directory, _, names in os.walk(target)
+        for name in names
+    }
+    assert found == expected
+
+
+def test_seasons_default_url_is_combogans_and_layout_is_train_val(tmp_path, monkeypatch):
+    files = _make_seasons_zip(tmp_path / "local.zip")
+    fetched = []
+
+    def fake_fetch(url, destination, hint):  # the network stand-in: copy the local archive
+        fetched.append((url, hint))
+        destination.write_bytes((tmp_path / "local.zip").read_bytes())
+
+    monkeypatch.setattr(tool, "_fetch", fake_fetch)
+    target = tool.download("seasons", root=tmp_path / "datasets")
+    assert fetched[0][0] == "https://data.vision.ee.ethz.ch/cvl/combogan/alps_seasons.zip"
+    assert "--zip PATH/alps_seasons.zip" in fetched[0][1]
+    assert sorted(os.listdir(target)) == ["train", "val"]
+    assert sorted(os.listdir(target / "train")) == ["a", "b", "c", "d"]
+    _assert_seasons_layout(target, files)
+    assert os.listdir(tmp_path / "datasets") == ["seasons"]
+    # Complete: a second call downloads nothing.
+    tool.download("seasons", root=tmp_path / "datasets")
+    assert len(fetched) == 1
+
+
+def test_seasons_from_file_url_and_from_zip(tmp_path):
+    (tmp_path / "mirror").mkdir()
+    files = _make_seasons_zip(tmp_path / "mirror" / "alps_seasons.zip", letters=["_spring", "_summer"])
+    target = tool.download("seasons", root=tmp_path / "d1", base_url=(tmp_path / "mirror").as_uri())
+    assert sorted(os.listdir(target / "val")) == ["spring", "summer"]
+    assert (target / "train" / "spring" / "_spring0.png").read_bytes() == files["alps_seasons/train_spring/_spring0.png"]
+    assert tool.main(["seasons", "--root", str(tmp_path / "d2"), "--zip", str(tmp_path / "mirror" / "alps_seasons.zip")]) == 0
+    assert sorted(os.listdir(tmp_path / "d2" / "seasons" / "train")) == ["spring", "summer"]
+
+
+def test_seasons_archive_with_mismatched_domains_is_rejected(tmp_path):
+    _make_seasons_zip(tmp_path / "bad.zip", letters="ABC", test_letters="ABD")
+    with pytest.raises(DatasetError, match="different domains"):
+        tool.download("seasons", root=tmp_path / "d", zip_path=tmp_path / "bad.zip")
+    assert os.listdir(tmp_path / "d") == []
+    with zipfile.ZipFile(tmp_path / "empty.zip", "w") as bundle:
+        bundle.writestr("alps_seasons/readme.txt", b"x")
+    with pytest.raises(DatasetError, match="no train"):
+        tool.download("seasons", root=tmp_path / "d", zip_path=tmp_path / "empty.zip")
+
+
+def test_weather_prints_the_manual_layout(tmp_path, capsys):
+    assert tool.main(["weather", "--root", str(tmp_path)]) == 2
+    error = capsys.readouterr().err
+    assert error.count("\n") == 1
+    assert "weather/train/<class>/" in error and "weather/val/<class>/" in error and "ieee-dataport" in error
+    assert os.listdir(tmp_path) == []
+    assert "did you mean 'seasons'" in _unknown_error("season", tmp_path, capsys)
+
+
+def _unknown_error(name, tmp_path, capsys):
+    assert tool.main([name, "--root", str(tmp_path)]) == 2
+    return capsys.readouterr().err

@@ -1,8 +1,15 @@
-"""Downloads an unpaired CycleGAN/CUT dataset into ROOT/NAME/{trainA,trainB,testA,testB}.
+"""Downloads an unpaired CycleGAN/CUT dataset into ROOT/NAME/{trainA,trainB,testA,testB}, or a
+multi-domain (StarGAN v2) dataset into ROOT/NAME/{train,val}/<domain>/.
 
 Usage:
     python tools/download_dataset.py horse2zebra [--root datasets] [--base-url URL]
     python tools/download_dataset.py horse2zebra --zip ~/Downloads/horse2zebra.zip
+    python tools/download_dataset.py seasons     # ComboGAN alps_seasons → ROOT/seasons/{train,val}/<season>/
+
+`seasons` is ComboGAN's alps_seasons archive (the one the multi-modal paper's readme points to). Its
+`train<X>/` and `test<X>/` folders become `train/<x>/` and `val/<x>/`, where <x> is the folder's suffix in
+lower case (the archive's own names; their alphabetical order gives the domain labels, as in ComboGAN).
+`weather` (IEEE DataPort, login required) cannot be fetched: the tool prints how to lay it out.
 
 The archive `<base-url>/<name>.zip` (default: the host used by the CycleGAN and
 CUT download scripts) is saved to a temporary file, extracted into a temporary
@@ -51,6 +58,19 @@ DATASET_NAMES = (
 CITYSCAPES = "cityscapes"
 LAYOUT = ("trainA", "trainB", "testA", "testB")
 
+# Multi-domain archives: name → (archive URL, archive base name). ComboGAN's download script
+# (AAnoosheh/ComboGAN datasets/download_dataset.sh) fetches https://data.vision.ee.ethz.ch/cvl/combogan/<name>.zip.
+MULTIDOMAIN_DATASETS = {
+    "seasons": ("https://data.vision.ee.ethz.ch/cvl/combogan/alps_seasons.zip", "alps_seasons"),
+}
+MULTIDOMAIN_SPLITS = {"train": "train", "test": "val"}  # archive prefix → psr split
+WEATHER = "weather"
+WEATHER_HELP = (
+    "The weather dataset (IEEE DataPort 'five-class weather image dataset') needs a login and cannot be "
+    "downloaded automatically: download it at https://ieee-dataport.org, then put each class's images into "
+    "datasets/weather/train/<class>/ and datasets/weather/val/<class>/ (5 class folders, the same names in both)"
+)
+
 # Same list as psr.data.images.IMAGE_EXTENSIONS; not imported from there because
 # psr.data loads TensorFlow, which a download does not need.
 _IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".tif", ".tiff", ".webp")
@@ -66,10 +86,21 @@ CITYSCAPES_HELP = (
 def _check_name(name: str) -> None:
     if name == CITYSCAPES:
         raise DatasetError(CITYSCAPES_HELP)
-    if name not in DATASET_NAMES:
-        close = difflib.get_close_matches(name, DATASET_NAMES + (CITYSCAPES,), n=1)
+    if name == WEATHER:
+        raise DatasetError(WEATHER_HELP)
+    known = DATASET_NAMES + tuple(MULTIDOMAIN_DATASETS)
+    if name not in known:
+        close = difflib.get_close_matches(name, known + (CITYSCAPES, WEATHER), n=1)
         hint = f"did you mean '{close[0]}'? " if close else ""
-        raise DatasetError(f"Unknown dataset '{name}'; {hint}valid names: {', '.join(DATASET_NAMES)}")
+        raise DatasetError(f"Unknown dataset '{name}'; {hint}valid names: {', '.join(known)}")
+
+
+def _has_images(folder: Path) -> bool:
+    return any(
+        name.lower().endswith(_IMAGE_SUFFIXES) and not name.startswith(".")
+        for _, _, names in os.walk(folder)
+        for name in names
+    )
 
 
 def _layout_problem(folder: Path) -> str | None:
@@ -78,14 +109,57 @@ def _layout_problem(folder: Path) -> str | None:
         split_folder = folder / split
         if not split_folder.is_dir():
             return f"missing folder {split}/"
-        has_image = any(
-            name.lower().endswith(_IMAGE_SUFFIXES) and not name.startswith(".")
-            for _, _, names in os.walk(split_folder)
-            for name in names
-        )
-        if not has_image:
+        if not _has_images(split_folder):
             return f"no images in {split}/"
     return None
+
+
+def _domains(split_folder: Path) -> list[str]:
+    return sorted(entry.name for entry in split_folder.iterdir() if entry.is_dir() and not entry.name.startswith("."))
+
+
+def _multidomain_problem(folder: Path) -> str | None:
+    """What is wrong with `folder` as a `{train,val}/<domain>/` dataset, or None."""
+    names = {}
+    for split in MULTIDOMAIN_SPLITS.values():
+        if not (folder / split).is_dir():
+            return f"missing folder {split}/"
+        names[split] = _domains(folder / split)
+        if len(names[split]) < 2:
+            return f"{split}/ holds {len(names[split])} domain folders, at least 2 are needed"
+        for domain in names[split]:
+            if not _has_images(folder / split / domain):
+                return f"no images in {split}/{domain}/"
+    if names["train"] != names["val"]:
+        return f"train/ ({', '.join(names['train'])}) and val/ ({', '.join(names['val'])}) hold different domains"
+    return None
+
+
+def _arrange_multidomain(extracted: Path, base_name: str, scratch: Path) -> Path:
+    """Moves `train<X>/`, `test<X>/` of the archive into `scratch/arranged/{train,val}/<x>/`."""
+    candidates = [extracted / base_name, extracted]
+    subfolders = [entry for entry in extracted.iterdir() if entry.is_dir() and entry.name != "__MACOSX"]
+    if len(subfolders) == 1:
+        candidates.append(subfolders[0])
+    for candidate in candidates:  # already in the psr layout
+        if candidate.is_dir() and _multidomain_problem(candidate) is None:
+            return candidate
+    source = next(
+        (c for c in candidates if c.is_dir() and any(e.is_dir() and e.name.startswith("train") for e in c.iterdir())),
+        None,
+    )
+    if source is None:
+        raise DatasetError(f"The archive has no train*/ folders (expected {base_name}/trainA, testA, ... inside)")
+    arranged = scratch / "arranged"
+    for prefix, split in MULTIDOMAIN_SPLITS.items():
+        for entry in sorted(source.iterdir()):
+            suffix = entry.name[len(prefix):].strip("_-").lower()
+            if entry.is_dir() and entry.name.startswith(prefix) and suffix:
+                (arranged / split).mkdir(parents=True, exist_ok=True)
+                if (arranged / split / suffix).exists():
+                    raise DatasetError(f"The archive has two {prefix} folders named like {entry.name}; unpack it by hand")
+                os.replace(entry, arranged / split / suffix)
+    return arranged
 
 
 def _progress(done: int, total: int | None, label: str, stream) -> None:
@@ -154,40 +228,22 @@ def _find_dataset_folder(extracted: Path, name: str) -> Path | None:
     return None
 
 
-def download(
+def _install(
     name: str,
-    root: str | os.PathLike = "datasets",
-    base_url: str | None = None,
-    zip_path: str | os.PathLike | None = None,
-    force: bool = False,
+    root: Path,
+    url: str | None,
+    zip_path: str | os.PathLike | None,
+    force: bool,
+    arrange,
+    layout_problem,
+    layout_text: str,
 ) -> Path:
-    """Downloads (or unpacks) dataset `name` into `root/name`.
-
-    Args:
-        name: dataset name (see `DATASET_NAMES`); with `zip_path`, any folder name.
-        root: parent folder of the datasets.
-        base_url: where `<name>.zip` is fetched from (http(s):// or file://);
-            defaults to `DEFAULT_BASE_URL`.
-        zip_path: a local archive to unpack instead of downloading.
-        force: replace `root/name` if it already exists.
-
-    Returns:
-        The dataset folder `root/name`.
-
-    Raises:
-        DatasetError: unknown name, Cityscapes, no network, a bad archive, a
-            wrong layout, or an existing folder without `force`.
-    """
-    if zip_path is None:
-        _check_name(name)
-    elif not name or os.sep in name or name in (".", ".."):
-        raise DatasetError(f"Dataset name {name!r} is not a plain folder name; pass e.g. horse2zebra")
-    root = Path(root)
+    """Fetches `url` (or takes `zip_path`), extracts it beside `root/name`, arranges and checks it, moves it in."""
     target = root / name
     if target.exists() and not force:
-        problem = _layout_problem(target)
+        problem = layout_problem(target)
         if problem is None:
-            print(f"{target} already has trainA, trainB, testA, testB; nothing to do (--force replaces it)")
+            print(f"{target} already has {layout_text}; nothing to do (--force replaces it)")
             return target
         raise DatasetError(f"{target} exists but is incomplete ({problem}); delete it or pass --force")
 
@@ -195,11 +251,10 @@ def download(
     scratch = Path(tempfile.mkdtemp(prefix=f".{name}.download-", dir=root))
     try:
         if zip_path is None:
-            url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/{name}.zip"
-            archive = scratch / f"{name}.zip"
+            archive = scratch / url.rstrip("/").rsplit("/", 1)[-1]
             hint = (
                 f"download {url} manually (browser or another network) and run: "
-                f"python tools/download_dataset.py {name} --root {root} --zip PATH/{name}.zip"
+                f"python tools/download_dataset.py {name} --root {root} --zip PATH/{archive.name}"
             )
             _fetch(url, archive, hint)
         else:
@@ -209,13 +264,8 @@ def download(
         extracted = scratch / "extracted"
         extracted.mkdir()
         _extract(archive, extracted)
-        folder = _find_dataset_folder(extracted, name)
-        if folder is None:
-            raise DatasetError(
-                f"Archive {archive} has no trainA/ folder "
-                f"(expected {name}/trainA, trainB, testA, testB inside)"
-            )
-        problem = _layout_problem(folder)
+        folder = arrange(extracted, archive, scratch)
+        problem = layout_problem(folder)
         if problem is not None:
             raise DatasetError(f"Archive {archive} does not hold a usable dataset ({problem})")
         if target.exists():
@@ -227,15 +277,69 @@ def download(
     return target
 
 
+def download(
+    name: str,
+    root: str | os.PathLike = "datasets",
+    base_url: str | None = None,
+    zip_path: str | os.PathLike | None = None,
+    force: bool = False,
+) -> Path:
+    """Downloads (or unpacks) dataset `name` into `root/name`.
+
+    Args:
+        name: dataset name (see `DATASET_NAMES` and `MULTIDOMAIN_DATASETS`); with `zip_path`, any
+            folder name (a CycleGAN-layout archive unless the name is a multi-domain dataset).
+        root: parent folder of the datasets.
+        base_url: where the archive is fetched from (http(s):// or file://): `<base-url>/<name>.zip`,
+            or `<base-url>/<archive>.zip` for multi-domain datasets; defaults to their public hosts.
+        zip_path: a local archive to unpack instead of downloading.
+        force: replace `root/name` if it already exists.
+
+    Returns:
+        The dataset folder `root/name`.
+
+    Raises:
+        DatasetError: unknown name, Cityscapes or Weather (manual download), no network, a bad
+            archive, a wrong layout, or an existing folder without `force`.
+    """
+    if zip_path is None:
+        _check_name(name)
+    elif not name or os.sep in name or name in (".", ".."):
+        raise DatasetError(f"Dataset name {name!r} is not a plain folder name; pass e.g. horse2zebra")
+    root = Path(root)
+    if name in MULTIDOMAIN_DATASETS:
+        default_url, base_name = MULTIDOMAIN_DATASETS[name]
+        url = default_url if base_url is None else f"{base_url.rstrip('/')}/{base_name}.zip"
+        return _install(
+            name, root, url, zip_path, force,
+            lambda extracted, archive, scratch: _arrange_multidomain(extracted, base_name, scratch),
+            _multidomain_problem, "train/ and val/ domain folders",
+        )
+
+    def arrange(extracted: Path, archive: Path, scratch: Path) -> Path:
+        folder = _find_dataset_folder(extracted, name)
+        if folder is None:
+            raise DatasetError(
+                f"Archive {archive} has no trainA/ folder "
+                f"(expected {name}/trainA, trainB, testA, testB inside)"
+            )
+        return folder
+
+    url = f"{(base_url or DEFAULT_BASE_URL).rstrip('/')}/{name}.zip"
+    return _install(name, root, url, zip_path, force, arrange, _layout_problem, "trainA, trainB, testA, testB")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description="Download an unpaired image dataset (CycleGAN/CUT archives) into ROOT/NAME.",
-        epilog=f"Names: {', '.join(DATASET_NAMES)}. {CITYSCAPES}: see tools/prepare_cityscapes.py.",
+        epilog=f"Names: {', '.join(DATASET_NAMES)}; multi-domain: {', '.join(MULTIDOMAIN_DATASETS)}. "
+        f"{CITYSCAPES}: see tools/prepare_cityscapes.py. {WEATHER}: manual download (the tool says how).",
     )
     parser.add_argument("name", help="dataset name, e.g. horse2zebra")
     parser.add_argument("--root", default="datasets", help="parent of the dataset folders (default: datasets)")
     parser.add_argument(
-        "--base-url", default=None, help=f"where NAME.zip is fetched from (default: {DEFAULT_BASE_URL})"
+        "--base-url", default=None,
+        help=f"where NAME.zip is fetched from (default: {DEFAULT_BASE_URL}; seasons: alps_seasons.zip from ComboGAN's host)"
     )
     parser.add_argument(
         "--zip", dest="zip_path", default=None, help="unpack this local archive instead of downloading"

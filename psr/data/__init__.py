@@ -32,3 +32,8 @@ from psr.data.multidomain import (  # noqa: E402
 )
 
 __all__ += ["Domain", "MultiDomainTrainingData", "discover_domains", "training_dataset", "val_images"]
+
+# The embedded three-domain quickstart dataset (one scene, three styles, ground truth for every s→t).
+from psr.data.synthetic_multidomain import make_multidomain_dataset  # noqa: E402
+
+__all__ += ["make_multidomain_dataset"]

@@ -28,6 +28,7 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     """
     from psr.data.single_image import make_sample_pair, sample_pair_ready
     from psr.data.synthetic import make_shapes_dataset, shapes_dataset_ready
+    from psr.data.synthetic_multidomain import make_multidomain_dataset, multidomain_dataset_ready
 
     root = Path(cfg.root)
     s = cfg.synthetic
@@ -36,11 +37,10 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     if s.kind == "shapes":
         args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
         make, ready = (lambda: make_shapes_dataset(root, **args)), (lambda: shapes_dataset_ready(root, **args))
-    elif s.kind == "scenes":
-        from psr.data.synthetic_multidomain import make_scenes_dataset, scenes_dataset_ready
-
-        args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
-        make, ready = (lambda: make_scenes_dataset(root, **args)), (lambda: scenes_dataset_ready(root, **args))
+    elif s.kind == "scenes":  # num_test = validation scenes per domain
+        args = dict(image_size=s.image_size, num_train=s.num_train, num_val=s.num_test, seed=s.seed)
+        make = lambda: make_multidomain_dataset(root, **args)  # noqa: E731
+        ready = lambda: multidomain_dataset_ready(root, **args)  # noqa: E731
     else:
         make, ready = (lambda: make_sample_pair(root)), (lambda: sample_pair_ready(root))
     if create:
@@ -94,6 +94,8 @@ def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[
 
 
 def multidomain_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
+    """StarGAN v2-style data `root/{train,val}/<domain>/` at `crop_size`² (multimodal spec §5); the domain
+    count is checked against `model.num_domains` by the run."""
     from psr.data.multidomain import MultiDomainTrainingData
 
     root = prepare_dataset_root(cfg, create)

@@ -17,17 +17,14 @@ Pillow or Python links against.
 
 from __future__ import annotations
 
-import json
 import os
-import re
 import struct
 import zlib
 from pathlib import Path
 
 import numpy as np
 
-from psr.errors import DatasetError
-from psr.rundir import atomic_write_text, staged_folder
+from psr.data.generated import is_complete, numbered_names, write_generated
 
 SHAPES_VERSION = 1
 MARKER_NAME = "shapes_dataset.json"
@@ -50,14 +47,14 @@ SHAPE_COLORS = (
 BACKGROUND_RANGE = (190, 256)
 SHAPE_KINDS = ("disc", "square", "triangle")
 _MAX_SHAPES = 3
-_FILE_NAME = re.compile(r"^\d{4,}\.png$")
 _SPLIT_STREAMS = {"train": 1, "test": 2}
 
 
 # === Drawing ===
 
 
-def _shape_mask(kind: str, center_x: float, center_y: float, half_size: float, size: int) -> np.ndarray:
+def shape_mask(kind: str, center_x: float, center_y: float, half_size: float, size: int) -> np.ndarray:
+    """Boolean `[size, size]` mask of a disc, square or upward triangle (`SHAPE_KINDS`)."""
     # Pixel centres at integer + 0.5, hard edges (no anti-aliasing) so that the
     # shape mask is exact.
     y, x = np.mgrid[0:size, 0:size] + 0.5
@@ -80,7 +77,7 @@ def _draw_scene(rng: np.random.RandomState, size: int) -> tuple[np.ndarray, list
         half_size = rng.uniform(0.15, 0.3) * size
         center_x, center_y = rng.uniform(half_size, size - half_size, size=2)
         color = SHAPE_COLORS[rng.randint(len(SHAPE_COLORS))]
-        shapes.append((_shape_mask(kind, center_x, center_y, half_size, size), color))
+        shapes.append((shape_mask(kind, center_x, center_y, half_size, size), color))
     return np.array(background, np.uint8), shapes
 
 
@@ -127,10 +124,6 @@ def encode_png(pixels: np.ndarray) -> bytes:
 # === Dataset folder ===
 
 
-def _expected_names(count: int) -> list[str]:
-    return [f"{index:04d}.png" for index in range(count)]
-
-
 def _marker(image_size: int, num_train: int, num_test: int, seed: int) -> dict:
     return {
         "generator": "psr.data.synthetic.make_shapes_dataset",
@@ -142,38 +135,13 @@ def _marker(image_size: int, num_train: int, num_test: int, seed: int) -> dict:
     }
 
 
-def _is_complete(root: Path, marker: dict) -> bool:
-    try:
-        stored = json.loads((root / MARKER_NAME).read_text())
-    except (OSError, ValueError):
-        return False
-    if stored != marker:
-        return False
-    for split in SPLITS:
-        count = marker["num_train"] if split.startswith("train") else marker["num_test"]
-        try:
-            if sorted(os.listdir(root / split)) != _expected_names(count):
-                return False
-        except OSError:
-            return False
-    return True
-
-
-def _looks_generated(root: Path) -> bool:
-    """True when `root` only holds what this module writes (safe to replace)."""
-    for entry in root.iterdir():
-        if entry.name == MARKER_NAME:
-            continue
-        if entry.name not in SPLITS or not entry.is_dir():
-            return False
-        if any(not _FILE_NAME.match(name) for name in os.listdir(entry)):
-            return False
-    return True
+def _expected(num_train: int, num_test: int) -> dict[str, list[str]]:
+    return {split: numbered_names(num_train if split.startswith("train") else num_test) for split in SPLITS}
 
 
 def _write_split(folder: Path, images: list[np.ndarray]) -> None:
     folder.mkdir()
-    for name, image in zip(_expected_names(len(images)), images):
+    for name, image in zip(numbered_names(len(images)), images):
         (folder / name).write_bytes(encode_png(image))
 
 
@@ -197,7 +165,8 @@ def _generate(folder: Path, image_size: int, num_train: int, num_test: int, seed
 
 def shapes_dataset_ready(root, image_size: int = 32, num_train: int = 200, num_test: int = 20, seed: int = 0) -> bool:
     """Whether `root` holds the complete dataset `make_shapes_dataset` would write with these arguments."""
-    return _is_complete(Path(root), _marker(image_size, num_train, num_test, seed))
+    return is_complete(Path(root), MARKER_NAME, _marker(image_size, num_train, num_test, seed),
+                       _expected(num_train, num_test))
 
 
 def make_shapes_dataset(
@@ -241,16 +210,7 @@ def make_shapes_dataset(
         raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed}")
 
     root = Path(root)
-    marker = _marker(image_size, num_train, num_test, seed)
-    if _is_complete(root, marker):
-        return root
-    if root.exists() and (not root.is_dir() or not _looks_generated(root)):
-        raise DatasetError(
-            f"{root} exists and is not a generated shapes dataset; choose another folder for it "
-            "or delete this one"
-        )
-
-    with staged_folder(root) as staging:
-        _generate(staging, image_size, num_train, num_test, seed)
-        atomic_write_text(staging / MARKER_NAME, json.dumps(marker, indent=2, sort_keys=True) + "\n")
-    return root
+    return write_generated(
+        root, MARKER_NAME, _marker(image_size, num_train, num_test, seed), _expected(num_train, num_test),
+        lambda staging: _generate(staging, image_size, num_train, num_test, seed), "shapes dataset",
+    )

@@ -327,3 +327,35 @@ def test_batch_larger_than_dataset(tmp_path):
     with pytest.raises(DatasetError) as error:
         source_dataset(domains, 4, 5, seed=0)
     assert "lower batch_size" in _one_line(error)
+
+
+def test_keras_fit_gets_one_element_per_iteration_and_continues_the_stream_across_epochs(tmp_path):
+    import keras
+
+    _write_solid_domains(str(tmp_path), {"a": 3, "b": 4})
+    domains = discover_domains(tmp_path, "train")
+
+    class Recorder(keras.Model):
+        """train_step unpacks the documented element and sums what it saw."""
+
+        def __init__(self):
+            super().__init__()
+            self.seen = tf.Variable(0.0, dtype=tf.float64)
+            self.steps = tf.Variable(0, dtype=tf.int64)
+
+        def train_step(self, data):
+            (x, y_org), (x_ref, x_ref2, y_trg) = data
+            total = tf.reduce_sum(tf.cast(x, tf.float64)) + 10.0 * tf.reduce_sum(tf.cast(y_trg, tf.float64))
+            self.seen.assign_add(total + tf.reduce_sum(tf.cast(x_ref2, tf.float64)))
+            self.steps.assign_add(1)
+            return {"steps": self.steps}
+
+    model = Recorder()
+    model.compile()
+    model.fit(training_dataset(domains, 4, 2, seed=9), epochs=2, steps_per_epoch=2, verbose=0, shuffle=False)
+    expected = 0.0
+    for (x, _), (_, x_ref2, y_trg) in training_dataset(domains, 4, 2, seed=9, num_steps=4):
+        expected += x.numpy().astype(np.float64).sum() + 10.0 * y_trg.numpy().sum() + x_ref2.numpy().astype(np.float64).sum()
+    assert int(model.steps.numpy()) == 4
+    # Epoch 2 saw batches 2 and 3 of the stream (not 0 and 1 again); float32 sums of ±1 values are exact.
+    assert model.seen.numpy() == pytest.approx(expected, abs=1e-6)
