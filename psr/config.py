@@ -40,7 +40,9 @@ class SyntheticDataConfig:
     """Embedded generated data, written into `data.root` on first use (no download).
 
     kind "shapes": plain shapes → striped shapes, with ground-truth translations (unaligned data);
-    kind "rocket_pair": a painterly and a photographic view of scikit-image's rocket (single-image data).
+    kind "rocket_pair": a painterly and a photographic view of scikit-image's rocket (single-image data);
+    kind "scenes": one set of scenes in three styles (night, plain, striped) with every val scene rendered in
+    every domain (multi-domain data; `num_train` / `num_test` scenes per domain for train / val).
     """
 
     kind: str = field(default="shapes", metadata=_choices(registry.SYNTHETIC_KINDS))

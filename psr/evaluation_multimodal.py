@@ -226,9 +226,31 @@ def evaluate_multimodal_run(model, data_root=None, metrics: Sequence[str] = ("fi
 # === The embedded scenes data: scores against ground truth ===
 
 
+def load_ground_truth(root) -> dict:
+    """`{(source, target): (val images of source, their renderings in target)}` of the embedded scenes data,
+    float32 in [-1, 1] (`val/<source>/NNNN.png` ↔ `val_target/<target>/NNNN.png`, see
+    `psr.data.synthetic_multidomain`)."""
+    from psr.data.images import list_images, read_image
+    from psr.data.pixels import to_unit_range
+    from psr.data.synthetic_multidomain import VAL_TARGET
+
+    root = Path(root)
+    names = sorted(p.name for p in (root / "val").iterdir() if p.is_dir())
+
+    def load(paths):
+        return np.stack([np.asarray(to_unit_range(read_image(p))) for p in paths])
+
+    truth = {}
+    for s_index, source in enumerate(names):
+        files = sorted(list_images(str(root / "val" / source)))
+        inputs = load(files)
+        for t_index, target in enumerate(names):
+            truth[(s_index, t_index)] = (inputs, load([root / VAL_TARGET / target / Path(f).name for f in files]))
+    return truth
+
+
 def report_multimodal_scores(data, pad_multiple: int, run, translator, seed: int = 0) -> Optional[dict]:
     """`content_scores.json` of a run on the embedded `scenes` data (printed too); None for other data."""
-    from psr.data.synthetic_multidomain import load_ground_truth
     from psr.metrics.content import image_content_scores
     from psr.rundir import atomic_write_json
 

@@ -99,9 +99,8 @@ def multidomain_training_data(cfg: DataConfig, batch_size: int, seed: Optional[i
     from psr.data.multidomain import MultiDomainTrainingData
 
     root = prepare_dataset_root(cfg, create)
-    data = MultiDomainTrainingData(root, image_size=cfg.crop_size, batch_size=batch_size, seed=seed)
-    data.indexed_by_step = True
-    return data
+    return MultiDomainTrainingData(root, image_size=cfg.crop_size, batch_size=batch_size, seed=seed,
+                                   crop_probability=cfg.random_resized_crop, flip=cfg.flip)
 
 
 def multidomain_samples(cfg: DataConfig, num_samples: int) -> tuple[np.ndarray, np.ndarray]:

@@ -221,7 +221,8 @@ def _decode(path: tf.Tensor) -> tf.Tensor:
     return tf.ensure_shape(pixels, (None, None, 3))
 
 
-def augment_image(path: tf.Tensor, image_size: int, uniforms: tf.Tensor) -> tf.Tensor:
+def augment_image(path: tf.Tensor, image_size: int, uniforms: tf.Tensor, crop_probability: float = CROP_PROBABILITY,
+                  flip: bool = True) -> tf.Tensor:
     """Reads one training image and applies the StarGAN v2 train transform (spec §5).
 
     With probability 0.5 (`uniforms[-2] < 0.5`) a random-resized crop (`random_resized_crop_box`
@@ -232,6 +233,8 @@ def augment_image(path: tf.Tensor, image_size: int, uniforms: tf.Tensor) -> tf.T
         path: scalar string tensor.
         image_size: output side.
         uniforms: float32 `[4·CROP_TRIES + 2]` in [0, 1).
+        crop_probability: probability of the random-resized crop (`data.random_resized_crop`; 0.5 official).
+        flip: allow the horizontal flip (`data.flip`).
 
     Returns:
         float32 `[image_size, image_size, 3]` in [-1, 1].
@@ -240,12 +243,13 @@ def augment_image(path: tf.Tensor, image_size: int, uniforms: tf.Tensor) -> tf.T
     shape = tf.shape(pixels)
     crop_box = random_resized_crop_box(shape[0], shape[1], tf.reshape(uniforms[: 4 * CROP_TRIES], [CROP_TRIES, 4]))
     whole = tf.stack([0, 0, shape[0], shape[1]])
-    box = tf.where(uniforms[-2] < CROP_PROBABILITY, crop_box, whole)
+    box = tf.where(uniforms[-2] < crop_probability, crop_box, whole)
     resized = tf.numpy_function(
         _crop_resize_numpy, [pixels, box, tf.constant(image_size, tf.int32)], tf.uint8, stateful=False
     )
     resized = tf.ensure_shape(resized, (image_size, image_size, 3))
-    resized = tf.cond(uniforms[-1] < FLIP_PROBABILITY, lambda: tf.reverse(resized, axis=[1]), lambda: resized)
+    if flip:
+        resized = tf.cond(uniforms[-1] < FLIP_PROBABILITY, lambda: tf.reverse(resized, axis=[1]), lambda: resized)
     return to_unit_range(resized)
 
 
@@ -313,6 +317,8 @@ def source_dataset(
     start_step: int = 0,
     num_steps: Optional[int] = None,
     augment: bool = True,
+    crop_probability: float = CROP_PROBABILITY,
+    flip: bool = True,
 ) -> tf.data.Dataset:
     """Source batches `(x, y_org)`: class-balanced sampling with replacement (spec §5 source loader).
 
@@ -327,6 +333,7 @@ def source_dataset(
         start_step: index of the first batch (resume after this many iterations).
         num_steps: number of batches; None for an endless stream.
         augment: apply the random crop/flip; False only resizes.
+        crop_probability, flip: as `augment_image`.
 
     Returns:
         Dataset of `(x, y_org)`: float32 `[batch_size, image_size, image_size, 3]` in [-1, 1] and
@@ -339,7 +346,8 @@ def source_dataset(
     def load(index):
         seeds = _element_seeds(seed, _SOURCE_STREAM, index, 3)
         file_index, label = _sample_balanced(seeds, sizes, offsets)
-        image = _load_training_image(tf.gather(paths, file_index), image_size, seeds[2], augment)
+        image = _load_training_image(tf.gather(paths, file_index), image_size, seeds[2], augment,
+                                     crop_probability, flip)
         return image, label
 
     return _batched(_indices(start_step, batch_size, num_steps).map(load, num_parallel_calls=tf.data.AUTOTUNE),
@@ -368,6 +376,8 @@ def reference_dataset(
     start_step: int = 0,
     num_steps: Optional[int] = None,
     augment: bool = True,
+    crop_probability: float = CROP_PROBABILITY,
+    flip: bool = True,
 ) -> tf.data.Dataset:
     """Reference batches `(x_ref, x_ref2, y_trg)` (spec §5 reference loader).
 
@@ -383,8 +393,9 @@ def reference_dataset(
     def load(index):
         seeds = _element_seeds(seed, _REFERENCE_STREAM, index, 4)
         file_index, label = _sample_balanced(seeds, sizes, offsets)
-        x_ref = _load_training_image(tf.gather(paths, file_index), image_size, seeds[2], augment)
-        x_ref2 = _load_training_image(tf.gather(paths, tf.gather(partners, file_index)), image_size, seeds[3], augment)
+        x_ref = _load_training_image(tf.gather(paths, file_index), image_size, seeds[2], augment, crop_probability, flip)
+        x_ref2 = _load_training_image(tf.gather(paths, tf.gather(partners, file_index)), image_size, seeds[3], augment,
+                                      crop_probability, flip)
         return x_ref, x_ref2, label
 
     return _batched(_indices(start_step, batch_size, num_steps).map(load, num_parallel_calls=tf.data.AUTOTUNE),
@@ -399,6 +410,8 @@ def training_dataset(
     start_step: int = 0,
     num_steps: Optional[int] = None,
     augment: bool = True,
+    crop_probability: float = CROP_PROBABILITY,
+    flip: bool = True,
 ) -> tf.data.Dataset:
     """One element per training iteration: `((x, y_org), (x_ref, x_ref2, y_trg))`.
 
@@ -411,15 +424,18 @@ def training_dataset(
     iterations to resume. With `num_steps=None` the stream is endless: give `fit` a
     `steps_per_epoch` (e.g. `steps_per_epoch(domains, batch_size)`). Arguments as `source_dataset`.
     """
-    source = source_dataset(domains, image_size, batch_size, seed, start_step, num_steps, augment)
-    reference = reference_dataset(domains, image_size, batch_size, seed, start_step, num_steps, augment)
+    source = source_dataset(domains, image_size, batch_size, seed, start_step, num_steps, augment,
+                            crop_probability, flip)
+    reference = reference_dataset(domains, image_size, batch_size, seed, start_step, num_steps, augment,
+                                  crop_probability, flip)
     return tf.data.Dataset.zip(source, reference)
 
 
-def _load_training_image(path: tf.Tensor, image_size: int, seed: tf.Tensor, augment: bool) -> tf.Tensor:
+def _load_training_image(path: tf.Tensor, image_size: int, seed: tf.Tensor, augment: bool,
+                         crop_probability: float = CROP_PROBABILITY, flip: bool = True) -> tf.Tensor:
     if augment:
         uniforms = tf.random.stateless_uniform([_AUGMENT_UNIFORMS], seed, dtype=tf.float32)
-        return augment_image(path, image_size, uniforms)
+        return augment_image(path, image_size, uniforms, crop_probability, flip)
     return _load_resized(path, image_size)
 
 
@@ -436,11 +452,17 @@ class MultiDomainTrainingData:
         batch_size: images per batch.
         seed: random seed (None → 0, so that runs stay resumable).
         num_domains: expected number of domains, or None.
+        crop_probability, flip: the train transform's options (`augment_image`).
     """
 
+    # `dataset(start_step=k)` continues a run after k iterations (the experiment runner relies on it).
+    indexed_by_step = True
+
     def __init__(self, root, image_size: int, batch_size: int, seed: Optional[int] = None,
-                 num_domains: Optional[int] = None):
+                 num_domains: Optional[int] = None, crop_probability: float = CROP_PROBABILITY, flip: bool = True):
         self.root = os.fspath(root)
+        self.crop_probability = float(crop_probability)
+        self.flip = bool(flip)
         self.domains = discover_domains(root, "train", num_domains)
         self.image_size = image_size
         self.batch_size = batch_size
@@ -468,7 +490,8 @@ class MultiDomainTrainingData:
 
     def dataset(self, start_step: int = 0, num_steps: Optional[int] = None) -> tf.data.Dataset:
         """`training_dataset` from iteration `start_step` (endless when `num_steps` is None)."""
-        return training_dataset(self.domains, self.image_size, self.batch_size, self.seed, start_step, num_steps)
+        return training_dataset(self.domains, self.image_size, self.batch_size, self.seed, start_step, num_steps,
+                                crop_probability=self.crop_probability, flip=self.flip)
 
     def describe(self) -> dict:
         """Sizes for the run's resolved config."""
