@@ -251,8 +251,10 @@ def test_seasons_from_file_url_and_from_zip(tmp_path):
     files = _make_seasons_zip(tmp_path / "mirror" / "alps_seasons.zip", letters=["_spring", "_summer"])
     target = tool.download("seasons", root=tmp_path / "d1", base_url=(tmp_path / "mirror").as_uri())
     assert sorted(os.listdir(target / "val")) == ["spring", "summer"]
-    assert (target / "train" / "spring" / "_spring0.png").read_bytes() == files["alps_seasons/train_spring/_spring0.png"]
-    assert tool.main(["seasons", "--root", str(tmp_path / "d2"), "--zip", str(tmp_path / "mirror" / "alps_seasons.zip")]) == 0
+    stored = files["alps_seasons/train_spring/_spring0.png"]
+    assert (target / "train" / "spring" / "_spring0.png").read_bytes() == stored
+    archive = str(tmp_path / "mirror" / "alps_seasons.zip")
+    assert tool.main(["seasons", "--root", str(tmp_path / "d2"), "--zip", archive]) == 0
     assert sorted(os.listdir(tmp_path / "d2" / "seasons" / "train")) == ["spring", "summer"]
 
 

@@ -157,7 +157,9 @@ def _arrange_multidomain(extracted: Path, base_name: str, scratch: Path) -> Path
             if entry.is_dir() and entry.name.startswith(prefix) and suffix:
                 (arranged / split).mkdir(parents=True, exist_ok=True)
                 if (arranged / split / suffix).exists():
-                    raise DatasetError(f"The archive has two {prefix} folders named like {entry.name}; unpack it by hand")
+                    raise DatasetError(
+                        f"The archive has two {prefix} folders named like {entry.name}; unpack it by hand"
+                    )
                 os.replace(entry, arranged / split / suffix)
     return arranged
 
@@ -339,7 +341,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--root", default="datasets", help="parent of the dataset folders (default: datasets)")
     parser.add_argument(
         "--base-url", default=None,
-        help=f"where NAME.zip is fetched from (default: {DEFAULT_BASE_URL}; seasons: alps_seasons.zip from ComboGAN's host)"
+        help=f"where NAME.zip is fetched from (default: {DEFAULT_BASE_URL}; "
+        "seasons: alps_seasons.zip from ComboGAN's host)"
     )
     parser.add_argument(
         "--zip", dest="zip_path", default=None, help="unpack this local archive instead of downloading"

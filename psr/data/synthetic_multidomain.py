@@ -250,7 +250,9 @@ def content_scores_by_task(translations_root: str | os.PathLike, dataset_root: s
         )
     domains = sorted(entry.name for entry in target_root.iterdir() if entry.is_dir())
     if not translations_root.is_dir():
-        raise DatasetError(f"Translations folder not found: {translations_root}; write <source>2<target>/ folders there")
+        raise DatasetError(
+            f"Translations folder not found: {translations_root}; write <source>2<target>/ folders there"
+        )
     tasks = {}
     for entry in sorted(translations_root.iterdir()):
         if not entry.is_dir() or entry.name.startswith("."):

@@ -87,7 +87,7 @@ def _colour_map(source, target):
 def test_ground_truth_renders_the_same_content_in_each_style(tmp_path):
     root = make_multidomain_dataset(tmp_path / "md", **{**SMALL, "image_size": 32, "num_val": 4})
     dark_rows = (np.arange(32) // 2) % 2 == 1
-    for index, domain in enumerate(DOMAIN_NAMES):
+    for domain in DOMAIN_NAMES:
         for name in sorted(os.listdir(root / "val" / domain)):
             # The val image is the ground truth of its own domain.
             assert (root / "val" / domain / name).read_bytes() == (root / VAL_TARGET / domain / name).read_bytes()
