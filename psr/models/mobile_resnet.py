@@ -63,6 +63,45 @@ def channel_candidates(config_set: str) -> tuple[int, ...]:
     return CHANNEL_CANDIDATES[config_set]
 
 
+class ChannelConfigSampler:
+    """Draws one channel configuration per call, each entry uniformly from its list (spec §3.2, weight 1).
+
+    Runs inside a traced train step (backend ops, state in a `keras.random.SeedGenerator`), so every
+    step of one traced function gets a fresh config: `supernet.channel_config.assign(sampler())`.
+
+    Args:
+        candidates: per config entry, its list of widths; or one list used for all 8 entries.
+        seed: optional int seed of the generator.
+    """
+
+    def __init__(self, candidates: Sequence, seed: int | None = None):
+        lists = [list(candidates)] * CONFIG_LENGTH if np.ndim(candidates[0]) == 0 else [list(c) for c in candidates]
+        if len(lists) != CONFIG_LENGTH or any(not c for c in lists):
+            raise ConfigError(f"channel candidates need {CONFIG_LENGTH} non-empty lists, got {len(lists)}.")
+        if any(isinstance(v, bool) or int(v) != v or v < 1 for options in lists for v in options):
+            raise ConfigError(f"channel candidates must be positive integers, got {lists}.")
+        self.candidates = [[int(v) for v in options] for options in lists]
+        width = max(len(options) for options in self.candidates)
+        # Padded table (unused cells repeat the last width; they are never indexed).
+        self._table = np.array([options + [options[-1]] * (width - len(options)) for options in self.candidates], "int32")
+        self._lengths = np.array([len(options) for options in self.candidates], "float32")
+        self.seed_generator = keras.random.SeedGenerator(seed)
+
+    @property
+    def largest(self) -> tuple[int, ...]:
+        return tuple(max(options) for options in self.candidates)
+
+    @property
+    def smallest(self) -> tuple[int, ...]:
+        return tuple(min(options) for options in self.candidates)
+
+    def __call__(self):
+        """int32 tensor (8,): one uniformly drawn width per entry."""
+        uniform = keras.random.uniform((CONFIG_LENGTH,), seed=self.seed_generator)
+        index = ops.minimum(ops.cast(ops.floor(uniform * self._lengths), "int32"), ops.cast(self._lengths, "int32") - 1)
+        return ops.take_along_axis(ops.convert_to_tensor(self._table), ops.expand_dims(index, 1), axis=1)[:, 0]
+
+
 def _student_initializer() -> keras.initializers.Initializer:
     # GAN Compression initialises every student conv with N(0, 0.02), biases 0 (spec §5.2).
     return keras.initializers.RandomNormal(mean=0.0, stddev=0.02)
