@@ -223,14 +223,16 @@ def test_sampler_draws_uniform_configs_inside_a_traced_step(supernet, images):
     config = tuple(int(v) for v in np.asarray(config))
     want = np.asarray(supernet.sliced_subnetwork(config)(images))
     assert np.abs(np.asarray(image) - want).max() <= FORWARD_TOLERANCE
-    draws = np.array([np.asarray(sampler()) for _ in range(500)])
+    draw = tf.function(sampler.__call__)  # graph calls: fast, and each draws anew
+    draws = np.array([np.asarray(draw()) for _ in range(500)])
     assert len(traces) == 1 and set(np.unique(draws)) <= {8, 6, 4, 2}
     n = draws.size
     for width in (8, 6, 4, 2):
         assert abs(np.mean(draws == width) - 0.25) <= 5 * np.sqrt(0.25 * 0.75 / n)  # 5 binomial std
     # Lists of different lengths per entry: each entry only takes its own values.
     mixed = ChannelConfigSampler([[8], [6, 8], [6, 8], [8], [8], [8], [8], [8]], seed=1)
-    values = np.array([np.asarray(mixed()) for _ in range(50)])
+    draw_mixed = tf.function(mixed.__call__)
+    values = np.array([np.asarray(draw_mixed()) for _ in range(50)])
     assert set(values[:, 0]) == {8} and set(values[:, 1]) == {6, 8}
     with pytest.raises(ConfigError, match="8 non-empty lists"):
         ChannelConfigSampler([[8], [6]])
