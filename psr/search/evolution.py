@@ -45,6 +45,7 @@ from psr.errors import CheckpointError, ConfigError
 
 STATE_FILE = "search_state.json"
 JOURNAL_FILE = "evaluations.jsonl"
+RESULT_FILE = "best_configs.json"
 STATE_FORMAT = "psr-evolution-search"
 STATE_VERSION = 1
 # A budget so tight that a million draws find nothing would loop forever in the released code.
@@ -138,6 +139,15 @@ class SearchResult:
     @property
     def best_config(self) -> tuple[int, ...]:
         return parse_key(self.best[-1].config)
+
+    def to_json(self) -> dict:
+        """`best_infos` / `final_parents` of the code as JSON; `chosen` is the answer."""
+        return {
+            "chosen": self.best[-1].config if self.best else None,
+            "best": [ind.to_json() for ind in self.best],
+            "final_parents": [ind.to_json() for ind in self.parents],
+            "generation_best": list(self.generation_best),
+        }
 
 
 class EvolutionSearch:
@@ -386,7 +396,8 @@ def run_search(
     """Runs (or resumes) a search whose state lives in `output_dir`.
 
     Writes `search_state.json` atomically after the first population and after every generation,
-    and appends each new evaluation to `evaluations.jsonl` (fsynced), whose entries a rerun reuses.
+    and appends each new evaluation to `evaluations.jsonl` (fsynced), whose entries a rerun reuses;
+    at the end `best_configs.json` (`SearchResult.to_json()`).
     """
     from psr.rundir import append_line, atomic_write_json
 
@@ -413,4 +424,6 @@ def run_search(
         if after_step is not None:
             after_step(current)
 
-    return search.run(after_step=save)
+    result = search.run(after_step=save)
+    atomic_write_json(folder / RESULT_FILE, result.to_json())
+    return result

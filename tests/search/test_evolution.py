@@ -11,6 +11,7 @@ from psr.models.mobile_resnet import CHANNEL_CANDIDATES
 from psr.models.profile import mobile_resnet_profile
 from psr.search.evolution import (
     JOURNAL_FILE,
+    RESULT_FILE,
     STATE_FILE,
     EvolutionSearch,
     EvolutionSettings,
@@ -203,6 +204,9 @@ def test_resume_after_a_generation_continues_identically(tmp_path):
     assert [i.to_json() for i in resumed.best] == [i.to_json() for i in full.best]
     assert [i.to_json() for i in resumed.parents] == [i.to_json() for i in full.parents]
     assert resumed.generation_best == full.generation_best
+    written = json.loads((tmp_path / "cut" / RESULT_FILE).read_text())
+    assert written["chosen"] == full.best[-1].config and written == full.to_json()
+    assert len(written["final_parents"]) == SETTINGS.parents_size
     final_full = json.loads((tmp_path / "full" / STATE_FILE).read_text())
     final_cut = json.loads((tmp_path / "cut" / STATE_FILE).read_text())
     assert final_cut == final_full
