@@ -165,6 +165,26 @@ class _MobileResnetBody(keras.Model):
             layers += block.conv_layers
         return layers + [self.up1_conv, self.up2_conv, self.final_conv]
 
+    def torch_layers(self) -> dict:
+        """PyTorch state-dict prefix -> conv layer, as in the official (sub_/super_)mobile_resnet `self.model`.
+
+        `nn.Sequential` indices: 1 stem conv, 4 / 7 stride-2 convs, 10 … 9+n residual blocks (SepConvs at
+        `conv_block.1` and `conv_block.6`, each `conv.0` depthwise and `conv.2` pointwise; Dropout(0) is
+        `conv_block.4`), then 10+n and 13+n transposed convs and 17+n the final conv.
+        """
+        count = len(self.blocks)
+        layers = {"model.1": self.stem_conv, "model.4": self.down1_conv, "model.7": self.down2_conv}
+        for index, block in enumerate(self.blocks):
+            prefix = f"model.{10 + index}.conv_block"
+            layers[f"{prefix}.1.conv.0"] = block.depthwise1
+            layers[f"{prefix}.1.conv.2"] = block.pointwise1
+            layers[f"{prefix}.6.conv.0"] = block.depthwise2
+            layers[f"{prefix}.6.conv.2"] = block.pointwise2
+        layers[f"model.{10 + count}"] = self.up1_conv
+        layers[f"model.{13 + count}"] = self.up2_conv
+        layers[f"model.{17 + count}"] = self.final_conv
+        return layers
+
     def build(self, input_shape):
         shape = tuple(input_shape)
         for layer in (self.stem_pad, self.stem_conv, self.down1_conv, self.down2_conv):

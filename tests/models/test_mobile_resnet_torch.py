@@ -77,3 +77,96 @@ def test_matches_pytorch_restatement():
     # One feature per block here (3 blocks → 1 per group): encoder output, then blocks 1, 2, 3.
     for got, want in zip(features, want_features):
         assert np.abs(np.asarray(got) - want.numpy().transpose(0, 2, 3, 1)).max() <= TOLERANCE * 10
+
+
+# === A real PyTorch module with the official layout, converted through its state dict ===
+
+from torch import nn  # noqa: E402
+
+from psr.errors import CheckpointError  # noqa: E402
+from psr.models.mobile_resnet import SuperMobileResnetGenerator  # noqa: E402
+from psr.models.torch_import import (  # noqa: E402
+    convert_mobile_resnet_generator,
+    infer_mobile_resnet_args,
+    mobile_generator_from_torch_state_dict,
+)
+
+
+class TorchSeparableConv(nn.Module):
+    def __init__(self, a, b):
+        super().__init__()
+        self.conv = nn.Sequential(nn.Conv2d(a, a, 3, groups=a), nn.InstanceNorm2d(a), nn.Conv2d(a, b, 1))
+
+    def forward(self, x):
+        return self.conv(x)
+
+
+class TorchMobileBlock(nn.Module):
+    def __init__(self, stream, hidden):
+        super().__init__()
+        self.conv_block = nn.Sequential(
+            nn.ReflectionPad2d(1), TorchSeparableConv(stream, hidden), nn.InstanceNorm2d(hidden), nn.ReLU(),
+            nn.Dropout(0.0), nn.ReflectionPad2d(1), TorchSeparableConv(hidden, stream), nn.InstanceNorm2d(stream),
+        )
+
+    def forward(self, x):
+        return x + self.conv_block(x)
+
+
+class TorchSubMobileResnet(nn.Module):
+    """`sub_mobile_resnet` layout written from spec §3.1–3.3 (indices of `self.model`)."""
+
+    def __init__(self, config, num_blocks):
+        super().__init__()
+        c0, c1, c2, c3, c4, c5, c6, c7 = config
+        stream, hidden = 4 * c2, (4 * c3, 4 * c4, 4 * c5)
+        layers = [nn.ReflectionPad2d(3), nn.Conv2d(3, c0, 7), nn.InstanceNorm2d(c0), nn.ReLU(),
+                  nn.Conv2d(c0, 2 * c1, 3, 2, 1), nn.InstanceNorm2d(2 * c1), nn.ReLU(),
+                  nn.Conv2d(2 * c1, stream, 3, 2, 1), nn.InstanceNorm2d(stream), nn.ReLU()]
+        layers += [TorchMobileBlock(stream, hidden[i // (num_blocks // 3)]) for i in range(num_blocks)]
+        layers += [nn.ConvTranspose2d(stream, 2 * c6, 3, 2, 1, 1), nn.InstanceNorm2d(2 * c6), nn.ReLU(),
+                   nn.ConvTranspose2d(2 * c6, c7, 3, 2, 1, 1), nn.InstanceNorm2d(c7), nn.ReLU(),
+                   nn.ReflectionPad2d(3), nn.Conv2d(c7, 3, 7), nn.Tanh()]
+        self.model = nn.Sequential(*layers)
+
+    def forward(self, x):
+        return self.model(x.clamp(-1, 1))
+
+
+def torch_state(module):
+    return {key: value.detach().numpy() for key, value in module.state_dict().items()}
+
+
+def test_released_student_converts_and_matches():
+    torch.manual_seed(0)
+    reference = TorchSubMobileResnet(CONFIG, NUM_BLOCKS).eval()
+    state = torch_state(reference)
+    assert infer_mobile_resnet_args(state) == {
+        "config": CONFIG, "input_channels": 3, "output_channels": 3, "num_blocks": NUM_BLOCKS}
+    model = mobile_generator_from_torch_state_dict(state)
+    x = np.random.default_rng(1).uniform(-1.1, 1.1, (2, 32, 32, 3)).astype("float32")
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(np.asarray(model(x)) - want).max() <= TOLERANCE
+
+
+def test_supernet_state_dict_converts_by_the_same_names():
+    torch.manual_seed(2)
+    reference = TorchSubMobileResnet((8,) * 8, NUM_BLOCKS).eval()  # a supernet's tensors are the widest sub-net's
+    supernet = SuperMobileResnetGenerator(filters=8, num_blocks=NUM_BLOCKS)
+    convert_mobile_resnet_generator(torch_state(reference), supernet)
+    x = np.random.default_rng(3).uniform(-1, 1, (1, 32, 32, 3)).astype("float32")
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    assert np.abs(np.asarray(supernet(x)) - want).max() <= TOLERANCE
+
+
+def test_mismatched_state_dict_is_refused_before_assigning():
+    state = torch_state(TorchSubMobileResnet(CONFIG, NUM_BLOCKS))
+    model = MobileResnetGenerator((8,) * 8, num_blocks=NUM_BLOCKS)
+    before = [np.asarray(w).copy() for w in model.weights]
+    with pytest.raises(CheckpointError, match=r"mis-shaped keys: model.1.bias \(4,\) \(expected \(8,\)\), model.1.weight"):
+        convert_mobile_resnet_generator(state, model)
+    assert all(np.array_equal(a, np.asarray(w)) for a, w in zip(before, model.weights))
+    with pytest.raises(CheckpointError, match="not a GAN-compression mobile ResNet"):
+        infer_mobile_resnet_args({"model.1.weight": np.zeros((4, 3, 7, 7))})
