@@ -1,4 +1,4 @@
-"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`.
+"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`, `profile`.
 
 Each verb parses its arguments, loads and validates the configuration, then
 calls one module. Errors in the user's input (`PsrError`) print one line and
@@ -135,6 +135,37 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_profile(args: argparse.Namespace) -> int:
+    from psr.models.profile import mobile_resnet_profile, parse_channel_config, resnet_generator_profile
+
+    # A bare channel configuration profiles the super mobile student (spec compression §3.2) at it.
+    if all(part.isdigit() for part in args.target.split("_")) and "_" in args.target:
+        if args.config:
+            raise ConfigError("pass the channel configuration once: as SPEC_OR_CONFIG or as --config, not both.")
+        student = mobile_resnet_profile(parse_channel_config(args.target), image_size=args.image_size)
+        print(f"student {args.target} at {args.image_size}x{args.image_size}: {student.describe()}")
+        return 0
+    from psr.config import load_experiment, load_run_config
+
+    target = Path(args.target)
+    cfg = load_run_config(target) if target.is_dir() else load_experiment(target)
+    gen = cfg.model.generator
+    if gen.architecture != "resnet" or gen.antialias or gen.antialias_up:
+        raise ConfigError(
+            f"{args.target}: profile counts the CycleGAN-layout ResNet teacher of GAN compression; set "
+            "model.generator.architecture: resnet, antialias: false and antialias_up: false."
+        )
+    teacher = resnet_generator_profile(gen.filters, gen.num_blocks, image_size=args.image_size)
+    print(f"teacher {args.target} at {args.image_size}x{args.image_size}: {teacher.describe()}")
+    if args.config:
+        student = mobile_resnet_profile(
+            parse_channel_config(args.config), num_blocks=gen.num_blocks, image_size=args.image_size
+        )
+        print(f"student {args.config}: {student.describe()}")
+        print(f"student / teacher: MACs {student.macs / teacher.macs:.4f}, params {student.params / teacher.params:.4f}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py", description="psr: unpaired image translation with hDCE + SRC (Keras 3 / TensorFlow)."
@@ -209,6 +240,14 @@ def build_parser() -> argparse.ArgumentParser:
                      help="take filters/blocks/antialiasing from the checkpoint instead of the spec")
     _add_overrides(imp)
     imp.set_defaults(func=cmd_import_torch)
+
+    prof = sub.add_parser("profile", help="parameters and MACs of a generator (GAN-compression convention)")
+    prof.add_argument("target", metavar="SPEC_OR_CONFIG",
+                      help="experiment YAML or run directory (its ResNet teacher), or a channel "
+                           "configuration c0_..._c7 of the mobile student")
+    prof.add_argument("--config", metavar="C0_..._C7", help="also profile the mobile student at this configuration")
+    prof.add_argument("--image-size", type=int, default=256, help="side of the square input (spec: 256)")
+    prof.set_defaults(func=cmd_profile)
     return parser
 
 

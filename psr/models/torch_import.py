@@ -304,3 +304,105 @@ def generator_from_torch_state_dict(
     generator = ResnetGenerator(**args)
     convert_resnet_generator(state_dict, generator)
     return generator
+
+
+# === GAN-compression mobile students (sub_mobile_resnet / super_mobile_resnet) ===
+
+_MOBILE_BLOCK_KEY = re.compile(r"model\.(\d+)\.conv_block\.1\.conv\.2\.weight")
+
+
+def infer_mobile_resnet_args(state_dict: Mapping[str, np.ndarray]) -> dict:
+    """`MobileResnetGenerator` arguments (config, channels, num_blocks) read from tensor shapes.
+
+    A released compressed student stores no config; it follows from the conv widths
+    (c0 = stem out, 2·c1, 4·c2 = the stride-2 convs' outputs, 4·c3..5 = block hidden widths, 2·c6 and c7
+    the transposed convs' outputs).
+    """
+    blocks = sorted(int(m.group(1)) for key in state_dict if (m := _MOBILE_BLOCK_KEY.fullmatch(key)))
+    needed = ("model.1.weight", "model.4.weight", "model.7.weight")
+    if not blocks or blocks != list(range(10, 10 + len(blocks))) or len(blocks) % 3 or any(
+        key not in state_dict for key in needed
+    ):
+        raise CheckpointError(
+            "the state dict is not a GAN-compression mobile ResNet generator (expected model.1/4/7 convs and "
+            "residual blocks model.10… with conv_block.1.conv.2); pass a sub_mobile_resnet or super_mobile_resnet G"
+        )
+    count = len(blocks)
+    per_group = count // 3
+    hidden = []
+    for group in range(3):
+        widths = {_shape(state_dict, f"model.{10 + i}.conv_block.1.conv.2.weight")[0]
+                  for i in range(group * per_group, (group + 1) * per_group)}
+        if len(widths) != 1:
+            raise CheckpointError(
+                f"residual blocks of group {group + 1} have different hidden widths {sorted(widths)}; "
+                "a mobile ResNet config gives every block of a group one width"
+            )
+        hidden.append(widths.pop())
+    up1 = _shape(state_dict, f"model.{10 + count}.weight")
+    up2 = _shape(state_dict, f"model.{13 + count}.weight")
+    final = _shape(state_dict, f"model.{17 + count}.weight")
+    if up1 is None or up2 is None or final is None:
+        raise CheckpointError(f"the mobile ResNet state dict lacks model.{10 + count}, model.{13 + count} or model.{17 + count}")
+    stem = _shape(state_dict, "model.1.weight")
+    widths = [stem[0], _shape(state_dict, "model.4.weight")[0], _shape(state_dict, "model.7.weight")[0],
+              *hidden, up1[1], up2[1]]
+    multipliers = (1, 2, 4, 4, 4, 4, 2, 1)
+    if any(w % m for w, m in zip(widths, multipliers)):
+        raise CheckpointError(f"conv widths {widths} are not those of a channel configuration (multiples of {multipliers})")
+    return {
+        "config": tuple(w // m for w, m in zip(widths, multipliers)),
+        "input_channels": stem[1],
+        "output_channels": final[0],
+        "num_blocks": count,
+    }
+
+
+def convert_mobile_resnet_generator(state_dict: Mapping[str, np.ndarray], generator) -> None:
+    """Assigns a PyTorch mobile ResNet state dict to a psr `MobileResnetGenerator` / `SuperMobileResnetGenerator`.
+
+    Matched by name (`generator.torch_layers()`) and shape; nothing is assigned unless all match.
+    Depthwise kernels [C, 1, kh, kw] -> (kh, kw, C, 1); other layouts as for the ResNet generator.
+    """
+    from keras.layers import DepthwiseConv2D
+
+    expected = {}
+    for prefix, layer in generator.torch_layers().items():
+        kh, kw, third, fourth = layer.kernel.shape
+        depthwise = isinstance(layer, DepthwiseConv2D)
+        torch_shape = (third, fourth, kh, kw) if depthwise else (fourth, third, kh, kw)
+        expected[f"{prefix}.weight"] = (torch_shape, layer, (2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
+        expected[f"{prefix}.bias"] = ((layer.bias.shape[0],), layer, None)
+    present = {key for key in state_dict if key.rsplit(".", 1)[-1] not in _NORM_STATISTICS}
+    missing = set(expected) - present
+    unexpected = present - set(expected)
+    misshaped = sorted(
+        (key for key, (shape, _, _) in expected.items() if key in present and _shape(state_dict, key) != shape),
+        key=_natural_order,
+    )
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_list_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_list_keys(unexpected)}")
+    if misshaped:
+        problems.append("mis-shaped keys: " + ", ".join(
+            f"{key} {_shape(state_dict, key)} (expected {expected[key][0]})" for key in misshaped[:_MAX_LISTED_KEYS]))
+    if problems:
+        raise CheckpointError(
+            f"the PyTorch state dict does not match the mobile ResNet generator {generator.name}: "
+            f"{'; '.join(problems)}. Check the channel configuration and num_blocks"
+        )
+    for key, (_, layer, permutation) in expected.items():
+        if permutation is not None:
+            layer.kernel.assign(np.transpose(np.asarray(state_dict[key], np.float32), permutation))
+            layer.bias.assign(np.asarray(state_dict[key[: -len("weight")] + "bias"], np.float32))
+
+
+def mobile_generator_from_torch_state_dict(state_dict: Mapping[str, np.ndarray]):
+    """Builds the fixed-width `MobileResnetGenerator` of a released compressed student with its weights."""
+    from psr.models.mobile_resnet import MobileResnetGenerator
+
+    generator = MobileResnetGenerator(**infer_mobile_resnet_args(state_dict))
+    convert_mobile_resnet_generator(state_dict, generator)
+    return generator
