@@ -35,6 +35,8 @@ class MultimodalTranslator(keras.Model):
         self.mapping = mapping
         self.style_encoder = style_encoder
         self.latent_dim = int(latent_dim)
+        # The three networks arrive built (all their weights exist): so is the translator.
+        self.built = all(net.built for net in (generator, mapping, style_encoder))
 
     @property
     def num_domains(self) -> int:
