@@ -37,7 +37,7 @@ from psr.models.stargan2 import (
     StarGAN2Generator,
     StyleEncoder,
 )
-from psr.models.torch_import import _MAX_LISTED_KEYS, _list_keys, _natural_order
+from psr.models.torch_import import _list_keys, state_dict_problems
 from psr.torch_weights import read_torch_state_dicts
 
 # Top-level entries of the nets checkpoint psr converts (the first three are required).
@@ -240,25 +240,7 @@ def convert_stargan2_network(state_dict: Mapping[str, np.ndarray], model, net: s
             assigned then.
     """
     expected = _expected_tensors(model)
-    present = set(state_dict)
-    missing = set(expected) - present
-    unexpected = present - set(expected)
-    misshaped = {
-        key: (tuple(state_dict[key].shape), shape)
-        for key, (shape, _, _) in expected.items()
-        if key in present and tuple(state_dict[key].shape) != shape
-    }
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_list_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_list_keys(unexpected)}")
-    if misshaped:
-        shown = sorted(misshaped, key=_natural_order)[:_MAX_LISTED_KEYS]
-        listed = ", ".join(f"{key} {misshaped[key][0]} (expected {misshaped[key][1]})" for key in shown)
-        if len(misshaped) > len(shown):
-            listed += f" (+{len(misshaped) - len(shown)} more)"
-        problems.append(f"mis-shaped keys: {listed}")
+    problems = state_dict_problems(state_dict, expected)
     if problems:
         raise CheckpointError(
             f"the `{net}` state dict does not match the psr {type(model).__name__} built from its shapes: "

@@ -197,6 +197,32 @@ def _norm_statistics_keys(generator: ResnetGenerator, state_dict, dropout_layout
     }
 
 
+def state_dict_problems(state_dict: Mapping[str, np.ndarray], expected: Mapping[str, tuple],
+                        ignored: set = frozenset()) -> list[str]:
+    """What keeps `state_dict` from matching `expected` (`{key: (shape, ...)}`): missing, unexpected and
+    mis-shaped keys, each as one short phrase (empty when it matches). `ignored` keys are not compared."""
+    present = set(state_dict) - set(ignored)
+    missing = set(expected) - present
+    unexpected = present - set(expected)
+    misshaped = {
+        key: (tuple(state_dict[key].shape), spec[0])
+        for key, spec in expected.items()
+        if key in present and tuple(state_dict[key].shape) != spec[0]
+    }
+    problems = []
+    if missing:
+        problems.append(f"missing keys: {_list_keys(missing)}")
+    if unexpected:
+        problems.append(f"unexpected keys: {_list_keys(unexpected)}")
+    if misshaped:
+        shown = sorted(misshaped, key=_natural_order)[:_MAX_LISTED_KEYS]
+        listed = ", ".join(f"{key} {misshaped[key][0]} (expected {misshaped[key][1]})" for key in shown)
+        if len(misshaped) > len(shown):
+            listed += f" (+{len(misshaped) - len(shown)} more)"
+        problems.append(f"mis-shaped keys: {listed}")
+    return problems
+
+
 def convert_resnet_generator(state_dict: Mapping[str, np.ndarray], generator: ResnetGenerator) -> None:
     """Assigns a PyTorch ResNet generator state dict to a psr `ResnetGenerator`.
 
@@ -219,25 +245,7 @@ def convert_resnet_generator(state_dict: Mapping[str, np.ndarray], generator: Re
     dropout_layout = _uses_dropout_layout(state_dict)
     expected = _expected_tensors(generator, dropout_layout)
     ignored = _norm_statistics_keys(generator, state_dict, dropout_layout)
-    present = set(state_dict) - ignored
-    missing = set(expected) - present
-    unexpected = present - set(expected)
-    misshaped = {
-        key: (tuple(state_dict[key].shape), shape)
-        for key, (shape, _, _) in expected.items()
-        if key in present and tuple(state_dict[key].shape) != shape
-    }
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_list_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_list_keys(unexpected)}")
-    if misshaped:
-        shown = sorted(misshaped, key=_natural_order)[:_MAX_LISTED_KEYS]
-        listed = ", ".join(f"{key} {misshaped[key][0]} (expected {misshaped[key][1]})" for key in shown)
-        if len(misshaped) > len(shown):
-            listed += f" (+{len(misshaped) - len(shown)} more)"
-        problems.append(f"mis-shaped keys: {listed}")
+    problems = state_dict_problems(state_dict, expected, ignored)
     if problems:
         raise CheckpointError(
             "the PyTorch state dict does not match the psr generator "
