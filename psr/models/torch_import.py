@@ -381,21 +381,8 @@ def convert_mobile_resnet_generator(state_dict: Mapping[str, np.ndarray], genera
         torch_shape = (third, fourth, kh, kw) if depthwise else (fourth, third, kh, kw)
         expected[f"{prefix}.weight"] = (torch_shape, layer, (2, 3, 0, 1) if depthwise else (2, 3, 1, 0))
         expected[f"{prefix}.bias"] = ((layer.bias.shape[0],), layer, None)
-    present = {key for key in state_dict if key.rsplit(".", 1)[-1] not in _NORM_STATISTICS}
-    missing = set(expected) - present
-    unexpected = present - set(expected)
-    misshaped = sorted(
-        (key for key, (shape, _, _) in expected.items() if key in present and _shape(state_dict, key) != shape),
-        key=_natural_order,
-    )
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_list_keys(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_list_keys(unexpected)}")
-    if misshaped:
-        problems.append("mis-shaped keys: " + ", ".join(
-            f"{key} {_shape(state_dict, key)} (expected {expected[key][0]})" for key in misshaped[:_MAX_LISTED_KEYS]))
+    statistics = {key for key in state_dict if key.rsplit(".", 1)[-1] in _NORM_STATISTICS}
+    problems = state_dict_problems(state_dict, expected, statistics)
     if problems:
         raise CheckpointError(
             f"the PyTorch state dict does not match the mobile ResNet generator {generator.name}: "
