@@ -213,7 +213,12 @@ def build_cut_trainer(
 
 def build_stargan2_networks(model: MultimodalModelConfig, image_size: int) -> dict:
     """G, M, E and D of a `stargan2` model section (one fresh set; call twice for the EMA copies)."""
-    from psr.models.stargan2 import MappingNetwork, MultiTaskDiscriminator, StarGAN2Generator, StyleEncoder
+    from psr.models.stargan2 import (
+        MappingNetwork,
+        MultiTaskDiscriminator,
+        StarGAN2Generator,
+        StyleEncoder,
+    )
 
     g = model.generator
     return {

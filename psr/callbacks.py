@@ -26,7 +26,8 @@ import tensorflow as tf
 from psr.config import DataConfig, EvalConfig
 from psr.data.layout import domain_folders
 from psr.errors import TrainingError
-from psr.evaluation import append_record, extractor_record, make_extractor, resolve_paired_options, translate_split
+from psr.evaluation import make_extractor, resolve_paired_options, translate_split
+from psr.metrics.records import append_record, extractor_record
 from psr.rundir import RunDir, atomic_write_json
 
 
@@ -440,7 +441,11 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
             return scores
         from psr.export import translate_any_size
-        from psr.metrics.paired import PairedInputs, compute_paired_metrics, split_metric_names
+        from psr.metrics.paired import (
+            PairedInputs,
+            compute_paired_metrics,
+            split_metric_names,
+        )
         from psr.metrics.registry import evaluate_folders
 
         generator = self.model.inference_network()

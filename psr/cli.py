@@ -14,7 +14,13 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 import psr  # noqa: F401  (sets the Keras backend before keras is imported)
-from psr.errors import ConfigError, PsrError, describe_os_error, os_fault_errno, wrapped_user_error
+from psr.errors import (
+    ConfigError,
+    PsrError,
+    describe_os_error,
+    os_fault_errno,
+    wrapped_user_error,
+)
 from psr.runtime import configure_host_memory
 
 
@@ -68,7 +74,12 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 
 def cmd_translate(args: argparse.Namespace) -> int:
-    from psr.inference import load_multimodal_translator, load_translator, model_method, translate_files
+    from psr.inference import (
+        load_multimodal_translator,
+        load_translator,
+        model_method,
+        translate_files,
+    )
     from psr.rundir import check_output_path
 
     inputs = list(args.inputs) + ([args.reference] if args.reference else [])
@@ -136,7 +147,11 @@ def cmd_import_torch(args: argparse.Namespace) -> int:
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from psr.models.profile import mobile_resnet_profile, parse_channel_config, resnet_generator_profile
+    from psr.models.profile import (
+        mobile_resnet_profile,
+        parse_channel_config,
+        resnet_generator_profile,
+    )
 
     # A bare channel configuration profiles the super mobile student (spec compression §3.2) at it.
     if all(part.isdigit() for part in args.target.split("_")) and "_" in args.target:

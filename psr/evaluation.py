@@ -14,11 +14,11 @@ from pathlib import Path
 from typing import Callable, Optional, Sequence, Union
 
 import numpy as np
-import tensorflow as tf
 
 from psr.config import EvalConfig
 from psr.data.layout import domain_folders
 from psr.errors import ConfigError
+from psr.metrics.records import append_record, extractor_record, write_scalars  # noqa: F401  (re-exported)
 from psr.rundir import RunDir, atomic_write_json, os_errors
 
 
@@ -69,30 +69,6 @@ def make_extractor(
     return make_feature_extractor(features, feature_weights, protocol=protocol, inception_weights=inception_weights)
 
 
-def extractor_record(extractor) -> dict:
-    """The extractor's tags in eval.json / eval.jsonl: its name and its cache key (weights hash)."""
-    from psr.metrics.extractors import extractor_name
-
-    if extractor is None:  # only paired metrics: no features were extracted
-        return {}
-    return {"features": extractor_name(extractor), "features_key": str(extractor.cache_key)}
-
-
-def append_record(path: Path, record: dict) -> None:
-    from psr.rundir import append_line
-
-    append_line(path, json.dumps(record))
-
-
-def _write_scalars(log_dir: Path, step: int, values: dict, prefix: str = "eval/") -> None:
-    writer = tf.summary.create_file_writer(str(log_dir))
-    with writer.as_default(step=step):
-        for name, value in values.items():
-            tf.summary.scalar(prefix + name, float(value))
-    writer.flush()
-    writer.close()
-
-
 def evaluate_model(
     model: Union[str, Path],
     data_root: Optional[Union[str, Path]] = None,
@@ -128,7 +104,6 @@ def evaluate_model(
     from psr.methods import get_method
     from psr.metrics.paired import split_metric_names
     from psr.metrics.registry import evaluate_folders
-
     from psr.registry import unknown_metric_message
 
     problem = unknown_metric_message(metrics)
@@ -209,7 +184,7 @@ def evaluate_model(
         atomic_write_json(run.eval_json, record)
         append_record(run.eval_jsonl, record)
         with os_errors(run.tensorboard_eval):
-            _write_scalars(run.tensorboard_eval, record["epoch"], scores)
+            write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
 
 

@@ -21,6 +21,7 @@ of the unchanged input, plus the diversity of the latent outputs.
 from __future__ import annotations
 
 import itertools
+import os
 import sys
 from pathlib import Path
 from typing import Callable, Optional, Sequence
@@ -187,9 +188,9 @@ def evaluate_multimodal_run(model, data_root=None, metrics: Sequence[str] = ("fi
     import time
 
     from psr.errors import ConfigError
-    from psr.evaluation import _write_scalars, append_record, extractor_record
     from psr.export import is_saved_model
     from psr.inference import load_run_generator
+    from psr.metrics.records import append_record, extractor_record, write_scalars
     from psr.rundir import RunDir, atomic_write_json, os_errors
     from psr.trainers.checkpoints import STATE_FILE, latest_checkpoint
 
@@ -219,7 +220,7 @@ def evaluate_multimodal_run(model, data_root=None, metrics: Sequence[str] = ("fi
     atomic_write_json(run.eval_json, record)
     append_record(run.eval_jsonl, record)
     with os_errors(run.tensorboard_eval):
-        _write_scalars(run.tensorboard_eval, record["epoch"], scores)
+        write_scalars(run.tensorboard_eval, record["epoch"], scores)
     return record
 
 
@@ -283,4 +284,68 @@ def report_multimodal_scores(data, pad_multiple: int, run, translator, seed: int
     return scores
 
 
-__all__ = ["l1_diversity", "multimodal_scores", "report_multimodal_scores", "translate_task"]
+# === Scoring translated folders of the scenes data ===
+
+
+def _split_task(task: str, domains: list[str]) -> tuple[str, str] | None:
+    for source in domains:
+        for target in domains:
+            if source != target and task == f"{source}2{target}":
+                return source, target
+    return None
+
+
+def content_scores_by_task(translations_root: str | os.PathLike, dataset_root: str | os.PathLike) -> dict:
+    """PSNR/SSIM of translated val scenes against their ground-truth renderings.
+
+    `translations_root/<source>2<target>/NNNN.png` holds translations into `target` of the val scenes
+    of `source` (the spec §6.1 task names), each under its val file name (any image extension; several
+    outputs per scene can live in sub-folders `<task>/<k>/NNNN.png`). Each is compared with
+    `dataset_root/val_target/<target>/NNNN.png` by `psr.metrics.content.content_scores`.
+
+    Returns:
+        `{"tasks": {task: {"psnr", "ssim"}}, "psnr": mean over tasks, "ssim": mean over tasks}`.
+
+    Raises:
+        DatasetError: no task folder, a folder whose name is not `<source>2<target>` of the dataset's
+            domains, or a translation without a ground-truth image.
+    """
+    from psr.data.synthetic_multidomain import VAL_TARGET
+    from psr.errors import DatasetError
+    from psr.metrics.content import content_scores
+
+    translations_root, dataset_root = Path(translations_root), Path(dataset_root)
+    target_root = dataset_root / VAL_TARGET
+    if not target_root.is_dir():
+        raise DatasetError(
+            f"{dataset_root} has no {VAL_TARGET}/ folder of ground-truth renderings; "
+            "score against a dataset written by make_multidomain_dataset"
+        )
+    domains = sorted(entry.name for entry in target_root.iterdir() if entry.is_dir())
+    if not translations_root.is_dir():
+        raise DatasetError(
+            f"Translations folder not found: {translations_root}; write <source>2<target>/ folders there"
+        )
+    tasks = {}
+    for entry in sorted(translations_root.iterdir()):
+        if not entry.is_dir() or entry.name.startswith("."):
+            continue
+        pair = _split_task(entry.name, domains)
+        if pair is None:
+            raise DatasetError(
+                f"{entry} is not named <source>2<target> with domains {', '.join(domains)}; rename or remove it"
+            )
+        by_output = [folder for folder in sorted(entry.iterdir()) if folder.is_dir()]
+        folders = by_output or [entry]
+        scores = [content_scores(str(folder), str(target_root / pair[1])) for folder in folders]
+        tasks[entry.name] = {key: float(np.mean([score[key] for score in scores])) for key in ("psnr", "ssim")}
+    if not tasks:
+        raise DatasetError(f"No <source>2<target> folders in {translations_root}; write the translations there first")
+    return {
+        "tasks": tasks,
+        "psnr": float(np.mean([score["psnr"] for score in tasks.values()])),
+        "ssim": float(np.mean([score["ssim"] for score in tasks.values()])),
+    }
+
+
+__all__ = ["content_scores_by_task", "l1_diversity", "multimodal_scores", "report_multimodal_scores", "translate_task"]

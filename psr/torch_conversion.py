@@ -15,7 +15,14 @@ from typing import Optional, Sequence, Union
 
 from psr.config import dump_config, load_experiment
 from psr.errors import CheckpointError, OutputError, PsrError
-from psr.rundir import RunDir, atomic_write_json, atomic_write_text, check_output_path, os_errors, staged_folder
+from psr.rundir import (
+    RunDir,
+    atomic_write_json,
+    atomic_write_text,
+    check_output_path,
+    os_errors,
+    staged_folder,
+)
 from psr.trainers.checkpoints import write_checkpoint
 
 
@@ -100,7 +107,10 @@ def import_torch_generator(
         infer_architecture: take filters / blocks / antialiasing from the checkpoint's
             tensor shapes instead of requiring the spec to match them.
     """
-    from psr.models.torch_import import generator_from_torch_state_dict, load_torch_state_dict
+    from psr.models.torch_import import (
+        generator_from_torch_state_dict,
+        load_torch_state_dict,
+    )
 
     checkpoint, output = Path(checkpoint), Path(output)
     cfg = load_experiment(spec, list(overrides or []))

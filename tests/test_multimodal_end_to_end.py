@@ -12,6 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import tensorflow as tf
+from e2e_helpers import TinyExtractor, write_yaml
 from PIL import Image
 
 from psr.cli import main
@@ -20,8 +21,6 @@ from psr.experiment import train
 from psr.export import latent_codes
 from psr.inference import load_run_generator
 from psr.rundir import RunDir
-
-from e2e_helpers import TinyExtractor, write_yaml
 
 pytestmark = pytest.mark.slow
 SIZE = 16

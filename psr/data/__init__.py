@@ -1,6 +1,13 @@
 """Data: image files, the unpaired training pipeline and the quickstart dataset."""
 
-from psr.data.images import IMAGE_EXTENSIONS, list_images, read_image, save_image, to_uint8, verify_images
+from psr.data.images import (
+    IMAGE_EXTENSIONS,
+    list_images,
+    read_image,
+    save_image,
+    to_uint8,
+    verify_images,
+)
 from psr.data.synthetic import make_shapes_dataset
 from psr.data.unaligned import PREPROCESS_MODES, UnalignedDataset, make_test_dataset
 

@@ -28,7 +28,10 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
     """
     from psr.data.single_image import make_sample_pair, sample_pair_ready
     from psr.data.synthetic import make_shapes_dataset, shapes_dataset_ready
-    from psr.data.synthetic_multidomain import make_multidomain_dataset, multidomain_dataset_ready
+    from psr.data.synthetic_multidomain import (
+        make_multidomain_dataset,
+        multidomain_dataset_ready,
+    )
 
     root = Path(cfg.root)
     s = cfg.synthetic

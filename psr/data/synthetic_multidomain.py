@@ -20,7 +20,7 @@ Layout (domains in sorted order are the labels: night 0, plain 1, striped 2)::
                                      domains (night 0…, plain num_val…, striped 2·num_val…), so a name is unique
       val_target/<domain>/NNNN.png   every val scene rendered in every domain (ground truth of any s→t)
 
-Score translations with `content_scores_by_task`. Drawing uses NumPy's `RandomState` (frozen stream) and
+Score translations with `psr.evaluation_multimodal.content_scores_by_task`. Drawing uses NumPy's `RandomState` (frozen stream) and
 the stored-deflate PNG writer of `psr.data.synthetic`, so equal arguments give byte-identical files.
 """
 
@@ -33,8 +33,13 @@ from typing import NamedTuple
 import numpy as np
 
 from psr.data.generated import is_complete, numbered_names, write_generated
-from psr.data.synthetic import SHAPE_KINDS, STRIPE_COLOR, STRIPE_WIDTH, encode_png, shape_mask
-from psr.errors import DatasetError
+from psr.data.synthetic import (
+    SHAPE_KINDS,
+    STRIPE_COLOR,
+    STRIPE_WIDTH,
+    encode_png,
+    shape_mask,
+)
 
 MULTIDOMAIN_VERSION = 1
 MARKER_NAME = "multidomain_dataset.json"
@@ -211,65 +216,3 @@ def make_multidomain_dataset(
         Path(root), MARKER_NAME, _marker(image_size, num_train, num_val, seed), _expected(num_train, num_val),
         lambda staging: _generate(staging, image_size, num_train, num_val, seed), "multi-domain dataset",
     )
-
-
-# === Scoring ===
-
-
-def _split_task(task: str, domains: list[str]) -> tuple[str, str] | None:
-    for source in domains:
-        for target in domains:
-            if source != target and task == f"{source}2{target}":
-                return source, target
-    return None
-
-
-def content_scores_by_task(translations_root: str | os.PathLike, dataset_root: str | os.PathLike) -> dict:
-    """PSNR/SSIM of translated val scenes against their ground-truth renderings.
-
-    `translations_root/<source>2<target>/NNNN.png` holds translations into `target` of the val scenes
-    of `source` (the spec §6.1 task names), each under its val file name (any image extension; several
-    outputs per scene can live in sub-folders `<task>/<k>/NNNN.png`). Each is compared with
-    `dataset_root/val_target/<target>/NNNN.png` by `psr.metrics.content.content_scores`.
-
-    Returns:
-        `{"tasks": {task: {"psnr", "ssim"}}, "psnr": mean over tasks, "ssim": mean over tasks}`.
-
-    Raises:
-        DatasetError: no task folder, a folder whose name is not `<source>2<target>` of the dataset's
-            domains, or a translation without a ground-truth image.
-    """
-    from psr.metrics.content import content_scores
-
-    translations_root, dataset_root = Path(translations_root), Path(dataset_root)
-    target_root = dataset_root / VAL_TARGET
-    if not target_root.is_dir():
-        raise DatasetError(
-            f"{dataset_root} has no {VAL_TARGET}/ folder of ground-truth renderings; "
-            "score against a dataset written by make_multidomain_dataset"
-        )
-    domains = sorted(entry.name for entry in target_root.iterdir() if entry.is_dir())
-    if not translations_root.is_dir():
-        raise DatasetError(
-            f"Translations folder not found: {translations_root}; write <source>2<target>/ folders there"
-        )
-    tasks = {}
-    for entry in sorted(translations_root.iterdir()):
-        if not entry.is_dir() or entry.name.startswith("."):
-            continue
-        pair = _split_task(entry.name, domains)
-        if pair is None:
-            raise DatasetError(
-                f"{entry} is not named <source>2<target> with domains {', '.join(domains)}; rename or remove it"
-            )
-        by_output = [folder for folder in sorted(entry.iterdir()) if folder.is_dir()]
-        folders = by_output or [entry]
-        scores = [content_scores(str(folder), str(target_root / pair[1])) for folder in folders]
-        tasks[entry.name] = {key: float(np.mean([score[key] for score in scores])) for key in ("psnr", "ssim")}
-    if not tasks:
-        raise DatasetError(f"No <source>2<target> folders in {translations_root}; write the translations there first")
-    return {
-        "tasks": tasks,
-        "psnr": float(np.mean([score["psnr"] for score in tasks.values()])),
-        "ssim": float(np.mean([score["ssim"] for score in tasks.values()])),
-    }

@@ -4,15 +4,16 @@ Every loss takes the real-input embeddings ("keys") as `y_true` and the
 generated-image embeddings ("queries") as `y_pred`, both `[B, N, C]`.
 """
 
-from psr.losses.contrastive import DCELoss
-from psr.losses.contrastive import HardDCELoss
-from psr.losses.contrastive import PatchNCELoss
-from psr.losses.contrastive import dce
-from psr.losses.contrastive import hard_dce
-from psr.losses.contrastive import hard_negative_weights
-from psr.losses.contrastive import patch_nce
-from psr.losses.semantic_relation import SemanticRelationLoss
-from psr.losses.semantic_relation import semantic_relation
+from psr.losses.contrastive import (
+    DCELoss,
+    HardDCELoss,
+    PatchNCELoss,
+    dce,
+    hard_dce,
+    hard_negative_weights,
+    patch_nce,
+)
+from psr.losses.semantic_relation import SemanticRelationLoss, semantic_relation
 
 __all__ = [
     "DCELoss",

@@ -11,8 +11,13 @@ from __future__ import annotations
 import keras
 from keras import ops
 
+from psr.losses.contrastive import (
+    _as_float32_pair,
+    _diagonal_mask,
+    _pairwise_similarity,
+    l2_normalize,
+)
 from psr.registry import SRC_DIVERGENCES
-from psr.losses.contrastive import _as_float32_pair, _diagonal_mask, _pairwise_similarity, l2_normalize
 
 
 def _similarities(queries, keys):

@@ -22,7 +22,12 @@ import numpy as np
 import tensorflow as tf
 
 from psr.errors import CheckpointError, ConfigError
-from psr.metrics.features import BatchedFeatures, FeatureExtractor, InceptionFeatures, _file_sha256
+from psr.metrics.features import (
+    BatchedFeatures,
+    FeatureExtractor,
+    InceptionFeatures,
+    _file_sha256,
+)
 from psr.metrics.fid_inception import (
     build_inception_v3,
     check_weights_variant,

@@ -147,9 +147,17 @@ def check_paired_requirements(names: Iterable[str], inputs_have_labels: bool, **
     options (weights paths, label format, ...).
     """
     from psr.metrics.lpips import (
-        ALEXNET_WEIGHTS_FILENAME, ALEXNET_WEIGHTS_SOURCE, LPIPS_WEIGHTS_FILENAME, LPIPS_WEIGHTS_SOURCE,
+        ALEXNET_WEIGHTS_FILENAME,
+        ALEXNET_WEIGHTS_SOURCE,
+        LPIPS_WEIGHTS_FILENAME,
+        LPIPS_WEIGHTS_SOURCE,
     )
-    from psr.metrics.segmentation import LABEL_FORMATS, PROTOCOLS, SEGMENTATION_WEIGHTS, WEIGHTS_SOURCE
+    from psr.metrics.segmentation import (
+        LABEL_FORMATS,
+        PROTOCOLS,
+        SEGMENTATION_WEIGHTS,
+        WEIGHTS_SOURCE,
+    )
 
     names = list(names)
     if "lpips" in names and options.get("lpips_model") is None:

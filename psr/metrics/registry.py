@@ -14,7 +14,11 @@ import os
 from typing import Callable, Iterable
 
 from psr.errors import DatasetError
-from psr.metrics.distances import FeatureStatistics, frechet_distance, kernel_inception_distance
+from psr.metrics.distances import (
+    FeatureStatistics,
+    frechet_distance,
+    kernel_inception_distance,
+)
 from psr.metrics.features import (
     FeatureExtractor,
     InceptionFeatures,

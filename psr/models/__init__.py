@@ -1,18 +1,18 @@
 """Networks and layers: CUT's ResNet generator, PatchGAN discriminator and patch projection head."""
 
+from psr.models.fused import conv_unit, recompute_unit, run_layers
 from psr.models.layers import (
     BlurDownsample,
     BlurUpsample,
+    InstanceNormalization,
     PatchSampler,
     ReflectionPadding2D,
     TorchConv2DTranspose,
     ZeroPaddedConv2D,
     conv_kernel_initializer,
     gather_patches,
-    InstanceNormalization,
     instance_norm,
 )
-from psr.models.fused import conv_unit, recompute_unit, run_layers
 from psr.models.patchgan import PatchGANDiscriminator
 from psr.models.projection_head import PatchMLPHead, l2_normalize
 from psr.models.resnet_generator import DEFAULT_NCE_LAYERS, ResnetBlock, ResnetGenerator
@@ -49,9 +49,9 @@ from psr.models.stylegan2 import (  # noqa: E402
     FusedLeakyReLU,
     ResBlock,
     ScaledLeakyReLU,
+    StyledConvUpsample,
     StyleGAN2Discriminator,
     StyleGAN2Generator,
-    StyledConvUpsample,
 )
 
 __all__ += [

@@ -33,7 +33,12 @@ from typing import Sequence
 import keras
 import tensorflow as tf
 
-from psr.models.layers import BlurDownsample, BlurUpsample, InstanceNormalization, ReflectionPadding2D
+from psr.models.layers import (
+    BlurDownsample,
+    BlurUpsample,
+    InstanceNormalization,
+    ReflectionPadding2D,
+)
 
 # Layers cheap enough to run again in the backward pass instead of keeping their outputs.
 RECOMPUTABLE_LAYERS = (

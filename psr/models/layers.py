@@ -8,8 +8,8 @@ random patch sampling of the contrastive projection head.
 """
 
 import keras
-import tensorflow as tf
 import numpy as np
+import tensorflow as tf
 from keras import ops
 
 # PyTorch `InstanceNorm2d` default epsilon; Keras' GroupNormalization default is 1e-3.

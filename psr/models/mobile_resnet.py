@@ -35,13 +35,17 @@ from keras import ops
 
 from psr.errors import ConfigError
 from psr.models.layers import (
-    _check_positive_int,
     ReflectionPadding2D,
     TorchConv2DTranspose,
     ZeroPaddedConv2D,
+    _check_positive_int,
     instance_norm,
 )
-from psr.models.profile import CONFIG_LENGTH, check_channel_config, format_channel_config
+from psr.models.profile import (
+    CONFIG_LENGTH,
+    check_channel_config,
+    format_channel_config,
+)
 
 # Candidate lists of `configs/resnet_configs.py`, identical for all 8 entries (spec §3.2), widest first.
 CHANNEL_CANDIDATES = {

@@ -19,7 +19,12 @@ of raw scores, no sigmoid (LSGAN).
 import keras
 
 from psr.models.fused import run_layers
-from psr.models.layers import BlurDownsample, ZeroPaddedConv2D, conv_kernel_initializer, instance_norm
+from psr.models.layers import (
+    BlurDownsample,
+    ZeroPaddedConv2D,
+    conv_kernel_initializer,
+    instance_norm,
+)
 
 
 @keras.saving.register_keras_serializable(package="psr")

@@ -29,12 +29,12 @@ import keras
 from psr.models.encoder import SequentialFeatures
 from psr.models.fused import run_layers
 from psr.models.layers import (
-    _check_positive_int,
     BlurDownsample,
     BlurUpsample,
     ReflectionPadding2D,
     TorchConv2DTranspose,
     ZeroPaddedConv2D,
+    _check_positive_int,
     conv_kernel_initializer,
     instance_norm,
 )

@@ -23,7 +23,11 @@ import math
 import keras
 from keras import ops
 
-from psr.models.layers import InstanceNormalization, ZeroPaddedConv2D, _check_positive_int
+from psr.models.layers import (
+    InstanceNormalization,
+    ZeroPaddedConv2D,
+    _check_positive_int,
+)
 
 LEAKY_RELU_SLOPE = 0.2
 # `2**14 // image_size`: the official first width (64 at 256x256).

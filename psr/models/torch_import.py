@@ -21,7 +21,12 @@ from collections.abc import Mapping
 import numpy as np
 
 from psr.errors import CheckpointError
-from psr.models.layers import BlurDownsample, BlurUpsample, InstanceNormalization, blur_filter_2d
+from psr.models.layers import (
+    BlurDownsample,
+    BlurUpsample,
+    InstanceNormalization,
+    blur_filter_2d,
+)
 from psr.models.resnet_generator import ResnetBlock, ResnetGenerator
 
 # Keys listed in full in an error message before the rest is only counted.

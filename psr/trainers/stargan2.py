@@ -32,7 +32,11 @@ from psr.losses.patch_semantic import PatchSemanticObjective
 from psr.losses.regularizers import r1_penalty
 from psr.registry import CYCLE_INPUTS, REDUCTIONS
 from psr.trainers.base import ScheduledValue, Trainer
-from psr.trainers.distribution import global_batch_mean, num_replicas, update_moving_average
+from psr.trainers.distribution import (
+    global_batch_mean,
+    num_replicas,
+    update_moving_average,
+)
 
 D_TERMS = ("real", "fake", "reg")
 G_TERMS = ("adv", "sty", "ds", "cyc", "src", "patch")

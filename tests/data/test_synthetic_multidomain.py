@@ -17,13 +17,13 @@ from psr.data.synthetic_multidomain import (
     MARKER_NAME,
     STYLES,
     VAL_TARGET,
-    content_scores_by_task,
     draw_scene,
     make_multidomain_dataset,
     multidomain_dataset_ready,
     render_scene,
 )
 from psr.errors import DatasetError
+from psr.evaluation_multimodal import content_scores_by_task
 
 SMALL = {"image_size": 16, "num_train": 3, "num_val": 2, "seed": 0}
 

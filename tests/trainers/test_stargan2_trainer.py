@@ -9,14 +9,17 @@ exactly the same variables by the same amounts and log the same loss values.
 
 from __future__ import annotations
 
+import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 from keras import ops
 
-import keras
-
-from psr.builders import build_stargan2_trainer, diversity_weight_schedule, multimodal_gamma_schedule
+from psr.builders import (
+    build_stargan2_trainer,
+    diversity_weight_schedule,
+    multimodal_gamma_schedule,
+)
 from psr.config import config_from_dict
 from psr.methods import TrainerInputs
 
