@@ -158,9 +158,9 @@ def test_builder_generates_on_first_use_and_reads_the_domains(tmp_path):
     from psr.config import DataConfig, SyntheticDataConfig
     from psr.data.builders import multidomain_training_data, prepare_dataset_root
 
-    synthetic = SyntheticDataConfig(kind="multidomain", image_size=16, num_train=3, num_test=2, seed=0)
+    synthetic = SyntheticDataConfig(kind="scenes", image_size=16, num_train=3, num_test=2, seed=0)
     cfg = DataConfig(root=str(tmp_path / "md"), crop_size=16, synthetic=synthetic)
-    data = multidomain_training_data(cfg, batch_size=2, seed=1, num_domains=3)
+    data = multidomain_training_data(cfg, batch_size=2, seed=1)
     assert data.domain_names == list(DOMAIN_NAMES) and data.num_images == 9 and data.steps_per_epoch == 4
     assert _digest(tmp_path / "md") == _digest(make_multidomain_dataset(tmp_path / "direct", **SMALL))
     # A non-chief worker finds it ready and does not write.
