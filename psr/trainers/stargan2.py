@@ -240,6 +240,16 @@ class StarGAN2Trainer(Trainer):
 
     # === Pieces of the iteration ===
 
+    def _latent_codes(self, batch):
+        """This replica's rows of codes drawn for the global batch: the same codes, image by image, on any
+        number of replicas (every replica holds the same generator state)."""
+        replicas = num_replicas()
+        codes = keras.random.normal((batch * replicas, self.latent_dim), seed=self.latent_seeds)
+        if replicas == 1:
+            return codes
+        index = tf.distribute.get_replica_context().replica_id_in_sync_group
+        return codes[index * batch:(index + 1) * batch]
+
     def _apply(self, names: Sequence[str], loss, tape) -> None:
         """One backward pass for the networks `names`, then each one's Adam (with the coupled weight decay)."""
         networks = self._trained_networks()
@@ -320,9 +330,7 @@ class StarGAN2Trainer(Trainer):
         (x, y_org), (x_ref, x_ref2, y_trg) = data
         y_org = ops.cast(y_org, "int32")
         y_trg = ops.cast(y_trg, "int32")
-        batch = ops.shape(x)[0]
-        z1 = keras.random.normal((batch, self.latent_dim), seed=self.latent_seeds)
-        z2 = keras.random.normal((batch, self.latent_dim), seed=self.latent_seeds)
+        z1, z2 = self._latent_codes(ops.shape(x)[0]), self._latent_codes(ops.shape(x)[0])
 
         logs = {}
         logs.update(self._discriminator_step("latent", x, y_org, y_trg, z1))
