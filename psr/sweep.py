@@ -136,18 +136,22 @@ def short_keys(keys: Sequence[str]) -> dict:
     return {key: short if counts[short] == 1 else key for key, short in shortened.items()}
 
 
-_UNSAFE = re.compile(r"[^A-Za-z0-9._=,+-]+")
+_UNSAFE = re.compile(r"[^A-Za-z0-9._+-]+")
 
 
 def run_name(parts: Sequence[tuple]) -> str:
-    """A folder name from `(name, value text)` pairs: `a=1,b.c=x`, with characters outside
-    `[A-Za-z0-9._=,+-]` replaced by `_` and long names cut and ended with a hash of the full text."""
-    text = ",".join(f"{name}={value}" for name, value in parts)
-    safe = _UNSAFE.sub("_", text).strip("_") or "run"
+    """A folder name from `(name, value text)` pairs: `a=1,b.c=x`. In names and values, runs of characters
+    outside `[A-Za-z0-9._+-]` become `_` (so `,` and `=` only separate); a long name is cut and ended with a
+    hash of the full text."""
+    def clean(text) -> str:
+        return _UNSAFE.sub("_", str(text)).strip("_") or "_"
+
+    full = ",".join(f"{name}={value}" for name, value in parts)
+    safe = ",".join(f"{clean(name)}={clean(value)}" for name, value in parts) or "run"
     if safe.startswith((".", "-")):
         safe = "_" + safe
     if len(safe) > _MAX_NAME:
-        digest = hashlib.sha1(text.encode("utf-8")).hexdigest()[:10]
+        digest = hashlib.sha1(full.encode("utf-8")).hexdigest()[:10]
         safe = f"{safe[:_MAX_NAME - 11]}-{digest}"
     return safe
 
