@@ -126,7 +126,7 @@ def test_compare_table_plots_and_grid(sweep, capsys):
     first = sorted((sweep["folder"] / "shapes" / "testA").iterdir())[0]
     expected = to_uint8(load_translator(runs[2])(to_unit_range(read_image(first))[None])[0])
     scaled = np.asarray(Image.fromarray(expected).resize((cell, cell), Image.NEAREST))
-    x0 = grid.shape[1] - 4 * (cell + gap)
+    x0 = grid.shape[1] - gap - 4 * (cell + gap)  # the first of the 4 image columns
     y0 = gap + 3 * (cell + gap)  # row 0 is the input, then the runs in plan order
     np.testing.assert_array_equal(grid[y0:y0 + cell, x0:x0 + cell], scaled)
 
