@@ -90,13 +90,16 @@ def line_plot(
             return (left + (x - x_low) / (x_high - x_low) * (right - left),
                     bottom - (y - y_low) / (y_high - y_low) * (bottom - top))
 
-        for tick in nice_ticks(y_low, y_high):
+        for tick in nice_ticks(y_low, y_high, 6):
             _, py = to_pixel(x_low, tick)
             draw.line([(left, py), (right, py)], fill=_GRID)
             label = _tick_label(tick)
             tw, th = _text_size(draw, label, font)
             draw.text((left - tw - 6, py - th / 2 - 1), label, fill=_INK, font=font)
+        integer_x = all(float(x).is_integer() for x in all_x)  # epochs: no ticks between them
         for tick in nice_ticks(x_low, x_high, 6):
+            if integer_x and not float(tick).is_integer():
+                continue
             px, _ = to_pixel(tick, y_low)
             draw.line([(px, bottom), (px, bottom + 4)], fill=_INK)
             label = _tick_label(tick)
