@@ -11,6 +11,8 @@
   an input, is a file where a folder is expected, is a run directory, or holds
   foreign files (unless `force`). psr output folders carry `.psr_output`, a JSON
   marker listing the entries psr wrote, so a later write replaces only those.
+- `SweepDir(path)` names the paths of a sweep folder (`main.py sweep`): its marker `.psr_sweep`, its
+  plan `sweep.json`, `runs/<name>/` and `logs/<name>.log`; `claim()` refuses foreign folders.
 - `os_errors(path)` turns an operating-system fault inside it into a one-line
   `StorageError` naming the path and the fix.
 """

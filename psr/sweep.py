@@ -363,7 +363,7 @@ def _run_as_processes(plan: SweepPlan, sweep: SweepDir, pending, parallel: int, 
             while queue and len(running) < parallel:
                 index, run, _ = queue.pop(0)
                 log = open(sweep.log(run.name), "ab")  # a log, not a result: appended as the child writes
-                env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+                env = _child_environment()
                 process = subprocess.Popen(_child_command(plan, run, sweep), stdout=log, stderr=subprocess.STDOUT,
                                            env=env)
                 running[process] = (index, run, log)
@@ -389,6 +389,13 @@ def _run_as_processes(plan: SweepPlan, sweep: SweepDir, pending, parallel: int, 
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return failed
+
+
+def _child_environment() -> dict:
+    """This environment, with this psr importable (`python -m psr` from any folder, installed or not)."""
+    package_root = str(Path(__file__).resolve().parents[1])
+    paths = [package_root] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+    return {**os.environ, "PYTHONPATH": os.pathsep.join(dict.fromkeys(paths)), "PYTHONUNBUFFERED": "1"}
 
 
 def _raise_interrupt(signum, frame):
