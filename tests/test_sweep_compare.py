@@ -236,3 +236,19 @@ def test_final_and_best_against_hand_computed_values(tmp_path):
     assert float(hdce["fid_final_mean"]) == 2.5 and hdce["fid_final_std"] == "" and hdce["fid_best_mean"] == "1.0"
     assert "| hdce | 0 | 2.5 | 1 |" in (out / "table.md").read_text()
     assert {"metric_fid.png", "metric_kid.png", "train_g_loss.png"} == set(os.listdir(out / "plots"))
+
+
+@pytest.mark.parametrize("parallel", ["1", "2"])
+def test_failed_runs_do_not_stop_the_others_and_are_named(tmp_path, capsys, parallel):
+    raw = tiny_raw(tmp_path)
+    raw["data"].pop("synthetic")  # a dataset folder that does not exist: each run fails at its start
+    spec = write_yaml(tmp_path / "missing.yaml", raw)
+    out = tmp_path / "sweep"
+    grid = f"data.root={tmp_path / 'nowhere1'},{tmp_path / 'nowhere2'}"
+    assert main(["sweep", str(spec), "--grid", grid, "--out", str(out), "--parallel", parallel, "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err[-1].startswith("error: 2 of 2 sweep runs failed (root=") and "rerun the same command" in err[-1]
+    failures = [line for line in err if ": failed" in line]
+    assert len(failures) == 2 and all("nowhere" in line for line in failures), failures  # the runs' own errors
+    if parallel == "2":
+        assert len(os.listdir(out / "logs")) == 2
