@@ -1,4 +1,4 @@
-"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`, `profile`.
+"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`, `profile`, `sweep`, `compare`.
 
 Each verb parses its arguments, loads and validates the configuration, then
 calls one module. Errors in the user's input (`PsrError`) print one line and
@@ -181,6 +181,27 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from psr.sweep import default_sweep_folder, plan_sweep, run_sweep
+
+    plan = plan_sweep(args.experiment, args.grid, seeds=args.seeds, overrides=args.overrides)  # before any run
+    folder = Path(args.out) if args.out else default_sweep_folder(args.experiment, args.overrides)
+    try:
+        sweep = run_sweep(plan, folder, parallel=args.parallel, progress=not args.quiet)
+    except KeyboardInterrupt as err:
+        return 143 if getattr(err, "signal_name", "") == "SIGTERM" else 130
+    print(f"Sweep folder: {sweep.path} ({len(plan.runs)} runs; compare them with: main.py compare {sweep.path})")
+    return 0
+
+
+def cmd_compare(args: argparse.Namespace) -> int:
+    from psr.compare import compare
+
+    out = compare(args.inputs, args.output, grid_images=args.grid_images)
+    print(f"Report: {out} (table.md, table.csv, plots/, grid.png)")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="main.py", description="psr: unpaired image translation with hDCE + SRC (Keras 3 / TensorFlow)."
@@ -263,6 +284,25 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--config", metavar="C0_..._C7", help="also profile the mobile student at this configuration")
     prof.add_argument("--image-size", type=int, default=256, help="side of the square input (spec: 256)")
     prof.set_defaults(func=cmd_profile)
+
+    sweep = sub.add_parser("sweep", help="one run per combination of config values (× seeds), resumable")
+    sweep.add_argument("experiment", help="experiment YAML every run starts from")
+    sweep.add_argument("--grid", action="append", default=[], metavar="KEY=V1,V2,...",
+                       help="values of one config key, e.g. --grid loss.contrastive=patchnce,dce,hdce (repeatable)")
+    sweep.add_argument("--seeds", type=int, help="run every combination with train.seed = 0 .. N-1")
+    sweep.add_argument("--out", help="sweep folder (default: beside the file's log.run_dir, <file>_sweep)")
+    sweep.add_argument("--parallel", type=int, default=1, metavar="K",
+                       help="run K `main.py run` processes at once (default 1: one after another, in this process)")
+    sweep.add_argument("--quiet", action="store_true", help="no progress bars")
+    _add_overrides(sweep)
+    sweep.set_defaults(func=cmd_sweep)
+
+    cmp = sub.add_parser("compare", help="table, curves and image grid of runs and sweeps")
+    cmp.add_argument("inputs", nargs="+", metavar="RUN_OR_SWEEP", help="run directories and sweep folders")
+    cmp.add_argument("-o", "--output", help="report folder (default: <first input>-compare beside it)")
+    cmp.add_argument("--grid-images", type=int, default=4, metavar="N",
+                     help="test images in grid.png (0: no grid)")
+    cmp.set_defaults(func=cmd_compare)
     return parser
 
 

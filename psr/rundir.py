@@ -11,6 +11,8 @@
   an input, is a file where a folder is expected, is a run directory, or holds
   foreign files (unless `force`). psr output folders carry `.psr_output`, a JSON
   marker listing the entries psr wrote, so a later write replaces only those.
+- `SweepDir(path)` names the paths of a sweep folder (`main.py sweep`): its marker `.psr_sweep`, its
+  plan `sweep.json`, `runs/<name>/` and `logs/<name>.log`; `claim()` refuses foreign folders.
 - `os_errors(path)` turns an operating-system fault inside it into a one-line
   `StorageError` naming the path and the fix.
 """
@@ -33,6 +35,7 @@ from psr.errors import OutputError, PsrError, StorageError, describe_os_error
 PathLike = Union[str, os.PathLike]
 
 RUN_MARKER = ".psr_run"
+SWEEP_MARKER = ".psr_sweep"
 OUTPUT_MARKER = ".psr_output"
 _STAGING = ".psr-staging-"
 _TRASH = ".psr-old-"
@@ -305,6 +308,8 @@ def check_output_path(
         raise OutputError(f"The {what} {path} {where}, not a folder; pass a folder path.")
     if RunDir(real).is_psr_run():
         raise OutputError(f"The {what} {path} is a psr run directory; choose a folder outside it (e.g. {path}/export).")
+    if SweepDir(real).is_psr_sweep():
+        raise OutputError(f"The {what} {path} is a psr sweep folder; choose a folder outside it.")
     state = inspect_output(path)
     if state.foreign and not force:
         raise OutputError(f"The {what} {path} holds files psr did not write ({_names(state.foreign)}); {fix}.")
@@ -664,4 +669,83 @@ class RunDir:
         for folder in self.legacy_output_folders():
             _write_marker(folder, "legacy", os.listdir(folder), True, {})
         atomic_write_json(self.marker, {"psr": "run", "adopted": True})
+        return self
+
+
+# === Sweep folder ===
+
+
+class SweepDir:
+    """The layout of a sweep folder (`main.py sweep`): its marker, its plan and one run directory per run.
+
+        .psr_sweep     marks the folder as a psr sweep (psr refuses to run a sweep in a foreign folder)
+        sweep.json     the plan: experiment file, grid, seeds, overrides and every run's name and settings
+        runs/<name>/   one psr run directory per grid combination (× seed)
+        logs/<name>.log  the output of a run started as a separate process (`--parallel`)
+
+    Args:
+        path: the sweep folder.
+    """
+
+    def __init__(self, path: PathLike):
+        self.path = Path(path)
+
+    def __fspath__(self) -> str:
+        return os.fspath(self.path)
+
+    def __repr__(self) -> str:
+        return f"SweepDir({str(self.path)!r})"
+
+    @property
+    def marker(self) -> Path:
+        return self.path / SWEEP_MARKER
+
+    @property
+    def plan(self) -> Path:
+        return self.path / "sweep.json"
+
+    @property
+    def runs(self) -> Path:
+        return self.path / "runs"
+
+    def run(self, name: str) -> RunDir:
+        """The run directory of the run called `name` (a file-system-safe name from the plan)."""
+        if not name or name in (".", "..") or "/" in name or os.sep in name:
+            raise ValueError(f"A sweep run name must be one path component. Received: name={name!r}")
+        return RunDir(self.runs / name)
+
+    @property
+    def logs(self) -> Path:
+        return self.path / "logs"
+
+    def log(self, name: str) -> Path:
+        return self.logs / f"{name}.log"
+
+    def is_psr_sweep(self) -> bool:
+        return self.path.is_dir() and self.marker.is_file()
+
+    def claim(self, fix: str = "pass another --out") -> "SweepDir":
+        """Creates or re-opens the sweep folder and marks it; refuses a file or a folder holding other files.
+
+        Accepted: a missing or empty folder, or a marked psr sweep.
+        """
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"The sweep folder {path} is a file, not a folder; {fix}.")
+        ancestor = resolve(path).parent
+        while not ancestor.exists() and ancestor != ancestor.parent:
+            ancestor = ancestor.parent
+        if ancestor.exists() and not ancestor.is_dir():
+            raise OutputError(f"The sweep folder {path} runs through the file {ancestor}, not a folder; {fix}.")
+        if self.is_psr_sweep():
+            return self
+        if RunDir(path).is_psr_run():
+            raise OutputError(f"{path} is a psr run directory, not a sweep folder; {fix}.")
+        if path.is_dir() and any(path.iterdir()):
+            raise OutputError(
+                f"{path} is not empty and is not a psr sweep folder (it holds {_names(os.listdir(path))}); {fix}."
+            )
+        with os_errors(path):
+            path.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(self.marker, {"psr": "sweep"})
         return self
