@@ -135,9 +135,13 @@ def interleave(args: argparse.Namespace) -> dict:
         psr_options += ["--malloc-arenas", str(args.malloc_arenas)]
     torch_options = shared + ["--threads", str(args.threads)]
     runs = {"psr": [], "pytorch": []}
-    for _ in range(args.interleave):
-        runs["psr"].append(run_script("multimodal_step.py", psr_options))
-        runs["pytorch"].append(run_script("torch_multimodal_step.py", torch_options))
+    for round_index in range(args.interleave):
+        for name, script, options in (("psr", "multimodal_step.py", psr_options),
+                                      ("pytorch", "torch_multimodal_step.py", torch_options)):
+            runs[name].append(run_script(script, options))
+            # Progress on stderr (stdout keeps its one JSON line): long runs can be followed and cut short.
+            print(f"round {round_index + 1}/{args.interleave} {name}: {json.dumps(runs[name][-1])}",
+                  file=sys.stderr, flush=True)
     medians = {name: statistics.median(run["median_s_per_step"] for run in results)
                for name, results in runs.items()}
     return {
