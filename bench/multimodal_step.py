@@ -57,7 +57,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                         help="run psr and the PyTorch re-statement alternately N times each in fresh processes "
                              "and print both medians and their ratio")
     parser.add_argument("--threads", type=int, default=0,
-                        help="with --interleave: the PyTorch script's --threads (0 = PyTorch default)")
+                        help="TensorFlow intra-op and inter-op threads (0 = TensorFlow default); with --interleave "
+                             "also the PyTorch script's --threads")
     return parser.parse_args(argv)
 
 
@@ -69,6 +70,9 @@ def measure(args: argparse.Namespace) -> dict:
     import numpy as np
     import tensorflow as tf
 
+    if args.threads:
+        tf.config.threading.set_intra_op_parallelism_threads(args.threads)
+        tf.config.threading.set_inter_op_parallelism_threads(args.threads)
     from psr.builders import build_stargan2_trainer
     from psr.config import load_experiment
     from psr.methods import TrainerInputs
@@ -107,7 +111,7 @@ def measure(args: argparse.Namespace) -> dict:
     return {
         "framework": "psr", "tensorflow_version": tf.__version__,
         "size": args.size, "batch": args.batch, "steps": args.steps, "filters": args.filters,
-        "num_domains": NUM_DOMAINS, "jit_compile": args.jit,
+        "num_domains": NUM_DOMAINS, "jit_compile": args.jit, "threads": args.threads,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "malloc_arenas": arenas,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3) if times else None,
@@ -130,7 +134,7 @@ def run_script(script: str, options: list[str]) -> dict:
 def interleave(args: argparse.Namespace) -> dict:
     shared = ["--size", str(args.size), "--steps", str(args.steps), "--batch", str(args.batch),
               "--filters", str(args.filters)]
-    psr_options = shared + (["--jit"] if args.jit else [])
+    psr_options = shared + ["--threads", str(args.threads)] + (["--jit"] if args.jit else [])
     if args.malloc_arenas is not None:
         psr_options += ["--malloc-arenas", str(args.malloc_arenas)]
     torch_options = shared + ["--threads", str(args.threads)]
@@ -146,7 +150,7 @@ def interleave(args: argparse.Namespace) -> dict:
                for name, results in runs.items()}
     return {
         "size": args.size, "batch": args.batch, "steps": args.steps, "filters": args.filters,
-        "rounds": args.interleave,
+        "rounds": args.interleave, "threads": args.threads,
         "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         "psr_median_s_per_step": round(medians["psr"], 3),
         "pytorch_median_s_per_step": round(medians["pytorch"], 3),
