@@ -19,6 +19,8 @@ in a fresh process. Like `main.py`, the script caps glibc's malloc arenas before
 `--interleave N` runs this script and bench/torch_multimodal_step.py alternately N times each, every run in
 a fresh process (the machine's speed drifts by about ±10 % over minutes, so alternating spreads the drift
 over both), and prints one JSON line with every run, both medians of the per-run medians and their ratio.
+On a loaded machine (other jobs on the same cores) PyTorch's OpenMP pool slows down erratically (one 2-thread
+run took 6x as long as another); `--threads 1` pins both frameworks to one thread and gives steadier figures.
 """
 
 from __future__ import annotations
@@ -167,6 +169,8 @@ def main() -> None:
     args = parse_args()
     if args.size < 16 or args.size & (args.size - 1):
         raise SystemExit(f"--size {args.size}: the discriminator needs a power of two >= 16; pass e.g. --size 64.")
+    if args.interleave > 0 and args.steps < 1:
+        raise SystemExit(f"--steps {args.steps}: --interleave compares timed iterations; pass --steps 1 or more.")
     print(json.dumps(interleave(args) if args.interleave > 0 else measure(args)))
 
 
