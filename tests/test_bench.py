@@ -60,7 +60,7 @@ def test_multimodal_step_benchmark_reports_time_and_memory():
     result = run_bench("multimodal_step.py", *MULTIMODAL_TINY)
     check_timings(result, 32, batch=2)
     assert result["framework"] == "psr" and result["filters"] == 8 and result["num_domains"] == 4
-    assert result["malloc_arenas"] == 1 and result["jit_compile"] is False
+    assert result["malloc_arenas"] == 1 and result["jit_compile"] is False and result["threads"] == 0
     losses = result["mean_losses"]
     assert MULTIMODAL_TERMS <= set(losses) and all(math.isfinite(value) for value in losses.values())
     assert losses["lambda_ds"] == 2.0  # seasons.yaml's λ_ds (the schedule callbacks do not run in the bench)
