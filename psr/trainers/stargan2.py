@@ -256,11 +256,13 @@ class StarGAN2Trainer(Trainer):
         groups = [networks[name].trainable_variables for name in names]
         grads = tape.gradient(loss, [v for group in groups for v in group])
         start = 0
+        # Replicas' gradients are summed by the optimiser: each adds its share of the decay term.
+        decay = self.weight_decay / num_replicas()
         for name, variables in zip(names, groups):
             part = grads[start:start + len(variables)]
             start += len(variables)
-            if self.weight_decay:
-                part = [g + self.weight_decay * ops.cast(v, g.dtype) for g, v in zip(part, variables)]
+            if decay:
+                part = [g + decay * ops.cast(v, g.dtype) for g, v in zip(part, variables)]
             self.optimizers[name].apply_gradients(zip(part, variables))
 
     def _styles(self, mode: str, codes_or_refs, domains, training: bool = True):

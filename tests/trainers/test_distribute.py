@@ -40,6 +40,8 @@ def test_two_replicas_update_like_one_device(method):
     assert result["replicas"] == 2
     assert result["largest_update"] > 0
     assert result["relative_difference"] < TOLERANCE
+    if method == "stargan2":  # weights of O(1): a few float32 ulps
+        assert result["ema_difference"] < 1e-6
     for name, value in result["logs_single"].items():  # logs are per-replica means: the same values
         assert result["logs_mirrored"][name] == pytest.approx(value, rel=1e-4, abs=1e-6), name
 
