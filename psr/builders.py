@@ -12,6 +12,8 @@ from typing import Optional
 import keras
 
 from psr.config import (
+    CompressionLossConfig,
+    CompressionModelConfig,
     CurriculumConfig,
     DiscriminatorConfig,
     GeneratorConfig,
@@ -20,6 +22,8 @@ from psr.config import (
     ModelConfig,
     MultimodalLossConfig,
     MultimodalModelConfig,
+    StudentConfig,
+    TeacherConfig,
     TrainConfig,
 )
 from psr.errors import ConfigError
@@ -311,4 +315,109 @@ def build_stargan2_trainer(
     trainer.compile(optimizers or build_multimodal_optimizers(train, inputs.steps_per_epoch),
                     jit_compile=train.jit_compile)
     trainer.build_all(image_size=size, channels=inputs.channels)
+    return trainer
+
+
+# === GAN compression (method compression; spec compression.md) ===
+
+
+def student_candidates(student: StudentConfig) -> tuple[int, ...]:
+    """The widths every config entry may take: `candidates`, else the named set (widest first)."""
+    from psr.models.mobile_resnet import channel_candidates
+
+    widths = tuple(student.candidates) if student.candidates is not None else channel_candidates(student.config_set)
+    if max(widths) > student.filters:
+        raise ConfigError(
+            f"model.student: the widths {list(widths)} exceed model.student.filters {student.filters}; "
+            "raise filters or set model.student.candidates."
+        )
+    return tuple(sorted(set(int(w) for w in widths), reverse=True))
+
+
+def build_compression_student(model: CompressionModelConfig, image_size: int, channels: int = 3) -> keras.Model:
+    """The `compression` inference network: the super student (any configuration by `set_channel_config`)."""
+    from psr.models.mobile_resnet import SuperMobileResnetGenerator
+
+    s = model.student
+    return SuperMobileResnetGenerator(filters=s.filters, input_channels=channels, output_channels=channels,
+                                      num_blocks=s.num_blocks)
+
+
+def load_teacher(teacher: TeacherConfig):
+    """The frozen teacher generator of a psr run directory (its newest `teacher.checkpoint`)."""
+    from psr.inference import load_run_generator
+    from psr.models.resnet_generator import ResnetGenerator
+    from psr.trainers.checkpoints import latest_checkpoint
+
+    if latest_checkpoint(teacher.run, teacher.checkpoint) is None:
+        hint = f" or set model.teacher.experiment to the YAML that trains it" if teacher.experiment is None else ""
+        raise ConfigError(
+            f"model.teacher.run {teacher.run} holds no {teacher.checkpoint} checkpoint; train the teacher there "
+            f"(`main.py run`), convert a PyTorch resnet_9blocks generator into it (`main.py import-torch`){hint}."
+        )
+    generator, _, _ = load_run_generator(teacher.run, teacher.checkpoint)
+    if not isinstance(generator, ResnetGenerator):
+        raise ConfigError(
+            f"model.teacher.run {teacher.run} holds a {type(generator).__name__}; the compression teacher must be "
+            "a ResNet generator (a cut run, or an imported CycleGAN / pix2pix resnet_9blocks)."
+        )
+    return generator
+
+
+def build_compression_trainer(
+    model: CompressionModelConfig, loss: CompressionLossConfig, train: TrainConfig, inputs: TrainerInputs,
+    optimizers=None,
+):
+    """Stage 1 (or the fine-tune at `model.student.fixed_config`), compiled and with every variable created."""
+    from psr.models.distillation import DistillationAdaptors, teacher_feature_layers
+    from psr.models.mobile_resnet import ChannelConfigSampler
+    from psr.models.profile import parse_channel_config
+    from psr.trainers.compression import CompressionTrainer
+
+    crop, channels = inputs.image_size, inputs.channels
+    teacher = load_teacher(model.teacher)
+    layers = list(model.teacher.layers) if model.teacher.layers is not None else teacher_feature_layers(teacher)
+    try:
+        teacher_channels = teacher.feature_channels(layers)
+    except ValueError as err:
+        raise ConfigError(f"model.teacher.layers {layers} does not fit the teacher: {err}") from None
+    student = build_compression_student(model, crop, channels)
+    stream = student.max_widths[2]
+    head_width = max(max(teacher_channels), stream)
+    head_cfg = model.head
+
+    def head(name: str) -> PatchMLPHead:
+        return PatchMLPHead(input_channels=[head_width] * 4, units=head_cfg.units, name=name)
+
+    gamma = build_gamma_schedule(loss.curriculum, train.total_epochs, inputs.steps_per_epoch)
+    weight_temperature = keras.Variable(gamma(0), trainable=False, dtype="float32", name="weight_temperature")
+    objective = build_objective(loss, head_cfg, head("head"), weight_temperature, seed=inputs.seed)
+    conditional = inputs.paired if model.conditional_discriminator is None else model.conditional_discriminator
+    recon_target = loss.recon_target
+    if recon_target == "auto":
+        recon_target = "ground_truth" if inputs.paired else "teacher"
+    fixed = model.student.fixed_config
+    trainer = CompressionTrainer(
+        teacher=teacher,
+        student=student,
+        discriminator=build_discriminator(model.discriminator, channels * (2 if conditional else 1), crop),
+        objective=objective,
+        adaptors=DistillationAdaptors(stream, teacher_channels, name="adaptors"),
+        teacher_layers=layers,
+        config_sampler=None if fixed else ChannelConfigSampler(student_candidates(model.student)),
+        fixed_config=parse_channel_config(fixed) if fixed else None,
+        teacher_head=head("teacher_head") if head_cfg.separate_heads else None,
+        weight_temperature=weight_temperature,
+        gamma_schedule=gamma,
+        gan_mode=loss.gan_mode,
+        conditional=conditional,
+        recon_target=recon_target,
+        lambda_gan=loss.lambda_gan,
+        lambda_recon=loss.lambda_recon,
+        lambda_distill=loss.lambda_distill,
+        seed=inputs.seed,
+    )
+    g_opt, d_opt, h_opt = optimizers or build_optimizers(train, inputs.steps_per_epoch)
+    trainer.compile(g_opt, d_opt, h_opt, jit_compile=train.jit_compile)
+    trainer.build_all(image_size=min(crop, 64), channels=channels)
     return trainer

@@ -1,4 +1,5 @@
-"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`, `profile`, `sweep`, `compare`.
+"""Command-line interface: `run`, `export`, `translate`, `eval`, `import-torch`, `profile`, `search`, `sweep`,
+`compare`.
 
 Each verb parses its arguments, loads and validates the configuration, then
 calls one module. Errors in the user's input (`PsrError`) print one line and
@@ -65,10 +66,22 @@ def cmd_export(args: argparse.Namespace) -> int:
     check_output_path(out, inputs=run.inputs, force=args.force)  # before the model is loaded
     network, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
     options = {"domains": run.domain_names()} if run.domain_names() else {}
+    if args.config:
+        if cfg.method != "compression":
+            raise ConfigError(f"--config picks a sub-network of a compression run; {args.run_dir} is a {cfg.method} run.")
+        from psr.models.profile import parse_channel_config
+
+        options["config"] = parse_channel_config(args.config)
     get_method(cfg.method).exporter()(network, out, cfg.export.pad_multiple, inputs=run.inputs, force=args.force,
                                       **options)
-    signatures = ("serving_default, translate_latent, translate_reference, translate_bytes" if options
+    signatures = ("serving_default, translate_latent, translate_reference, translate_bytes" if "domains" in options
                   else "serving_default, translate_bytes")
+    if cfg.method == "compression":
+        from psr.compression import current_config
+        from psr.models.profile import format_channel_config
+
+        chosen = options.get("config") or current_config(network)
+        signatures += f"; sub-network {format_channel_config(chosen)}"
     print(f"Exported {checkpoint} → {out} (signatures: {signatures})")
     return 0
 
@@ -181,6 +194,41 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_search(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from psr.compression import search_run, search_settings
+    from psr.inference import load_run_generator
+    from psr.rundir import RunDir
+
+    run = RunDir(args.run_dir)
+    if not run.is_psr_run():
+        raise ConfigError(f"{args.run_dir} is not a psr run directory; pass the run of a `method: compression` experiment.")
+    network, cfg, checkpoint = load_run_generator(args.run_dir, args.checkpoint)
+    if cfg.method != "compression":
+        raise ConfigError(f"{args.run_dir} is a {cfg.method} run; `search` needs a compression run (method: compression).")
+    search = cfg.search
+    changes = {key: getattr(args, key) for key in ("criterion", "source", "target", "target_statistics", "labels",
+                                                   "max_images") if getattr(args, key) is not None}
+    if changes:
+        search = dataclasses.replace(search, **changes)
+        cfg = dataclasses.replace(cfg, search=search)
+    settings = search_settings(cfg, population_size=args.population, generations=args.generations,
+                               mutate_prob=args.mutate_prob, weighted_sample=args.weighted_sample, seed=args.seed)
+    if args.restart and run.search.is_dir():
+        import shutil
+
+        shutil.rmtree(run.search)  # psr's own search folder inside the run (state, journal, results, log)
+    try:
+        result = search_run(run, cfg, network, budget=args.budget, settings=settings, progress=not args.quiet)
+    except KeyboardInterrupt:
+        print(f"\nInterrupted; rerun the same command to resume the search in {run.search}.", file=sys.stderr)
+        return 130
+    print(f"Best configuration: {result.best[-1].config if result.best else 'none'} "
+          f"(from {checkpoint}; export it with: main.py export {args.run_dir})")
+    return 0
+
+
 def cmd_sweep(args: argparse.Namespace) -> int:
     from psr.sweep import default_sweep_folder, plan_sweep, run_sweep
 
@@ -222,6 +270,8 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
     export.add_argument("--force", action="store_true",
                         help="write into a folder that holds other files (none of them is deleted or overwritten)")
+    export.add_argument("--config", metavar="C0_..._C7",
+                        help="compression runs: the sub-network to export (default: the search's best, else the widest)")
     export.set_defaults(func=cmd_export)
 
     translate = sub.add_parser("translate", help="translate image files or folders at any resolution")
@@ -284,6 +334,26 @@ def build_parser() -> argparse.ArgumentParser:
     prof.add_argument("--config", metavar="C0_..._C7", help="also profile the mobile student at this configuration")
     prof.add_argument("--image-size", type=int, default=256, help="side of the square input (spec: 256)")
     prof.set_defaults(func=cmd_profile)
+
+    se = sub.add_parser("search", help="evolution search of a compression run's sub-networks under a MACs budget")
+    se.add_argument("run_dir", help="run directory of a `method: compression` experiment")
+    se.add_argument("--budget", type=float, help="largest MACs at 256x256 (default: search.budget), e.g. 3e9")
+    se.add_argument("--checkpoint", default="latest", choices=("latest", "best", "epochs"))
+    se.add_argument("--criterion", choices=("fid", "miou", "teacher_psnr"), help="default: search.criterion")
+    se.add_argument("--source", help="held-out source images (default: search.source, else the training sources)")
+    se.add_argument("--target", help="target-domain images for FID (default: search.target)")
+    se.add_argument("--target-statistics", help="FID statistics .npz (mu, sigma) instead of --target")
+    se.add_argument("--labels", help="miou: ground-truth label maps named like the source images")
+    se.add_argument("--max-images", type=int, help="use at most this many search images")
+    se.add_argument("--population", type=int, help="population size (default: search.population_size, 100)")
+    se.add_argument("--generations", type=int, help="generations (default: search.generations, 500)")
+    se.add_argument("--mutate-prob", type=float, help="default: search.mutate_prob")
+    se.add_argument("--weighted-sample", type=float, help="default: search.weighted_sample")
+    se.add_argument("--seed", type=int, help="default: search.seed (233)")
+    se.add_argument("--restart", action="store_true",
+                    help="discard the run's earlier search (needed to search again with other settings)")
+    se.add_argument("--quiet", action="store_true", help="no progress bar")
+    se.set_defaults(func=cmd_search)
 
     sweep = sub.add_parser("sweep", help="one run per combination of config values (× seeds), resumable")
     sweep.add_argument("experiment", help="experiment YAML every run starts from")

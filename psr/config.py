@@ -246,6 +246,107 @@ class MultimodalLossConfig:
     negatives_from_minibatch = False  # per-image problems (spec §3.3); not a key
 
 
+# === GAN compression (method compression; spec compression.md) ===
+
+
+@dataclass(frozen=True)
+class TeacherConfig:
+    """The frozen teacher of `method: compression`: a psr run directory holding a ResNet generator.
+
+    A CycleGAN / pix2pix `resnet_9blocks` PyTorch checkpoint becomes one with `main.py import-torch`.
+    `experiment` names the YAML that trains the teacher when `run` has no checkpoint yet (the quickstart).
+    `layers`: the teacher's list indices of the four distilled maps; None = the encoder output and the ends
+    of the three residual-block groups (9, 12, 15, 18 for CycleGAN's resnet_9blocks, spec §3.1).
+    """
+
+    run: str = "runs/horse2zebra_teacher"
+    checkpoint: str = "latest"  # latest | best | epochs
+    experiment: Optional[str] = None
+    layers: Optional[tuple] = None
+
+
+@dataclass(frozen=True)
+class StudentConfig:
+    """The once-for-all super mobile ResNet student (spec §3.2)."""
+
+    filters: int = field(default=64, metadata={"min": 1})  # student ngf = the widest value of each entry
+    num_blocks: int = field(default=9, metadata={"min": 3})  # a multiple of 3
+    config_set: str = field(default="channels-64-cycleGAN", metadata=_choices(registry.CHANNEL_CONFIG_SETS))
+    candidates: Optional[tuple] = None  # own widths for every entry (e.g. [16, 12, 8]); replaces config_set
+    fixed_config: Optional[str] = None  # fine-tune: train only this sub-network, "c0_c1_..._c7" (spec §5.4)
+
+
+@dataclass(frozen=True)
+class CompressionHeadConfig:
+    """The projection heads F_l, shared by teacher and student (elastic input; spec §3.6)."""
+
+    units: int = field(default=256, metadata={"min": 1})
+    num_patches: int = field(default=256, metadata={"min": 1})
+    # Table 6 ablation: a student head F_s and a teacher head F_t (F_t gets no gradient, as in the code).
+    separate_heads: bool = False
+
+
+@dataclass(frozen=True)
+class CompressionModelConfig:
+    """Networks of `method: compression`: teacher T (frozen), super student S, its D, adaptors, heads."""
+
+    teacher: TeacherConfig = TeacherConfig()
+    student: StudentConfig = StudentConfig()
+    # The code's n_layers D without antialiasing; h2z ndf 64, the pix2pix tasks 128.
+    discriminator: DiscriminatorConfig = DiscriminatorConfig(antialias=False)
+    # D sees concat(input, image) (pix2pix); None = conditional exactly for paired (aligned) data.
+    conditional_discriminator: Optional[bool] = None
+    head: CompressionHeadConfig = CompressionHeadConfig()
+
+
+@dataclass(frozen=True)
+class CompressionLossConfig:
+    """Stage-1 losses (spec §4). Defaults = the released code for horse→zebra."""
+
+    gan_mode: str = field(default="lsgan", metadata=_choices(registry.GAN_MODES))  # pix2pix tasks: hinge
+    lambda_gan: float = field(default=1.0, metadata={"min": 0.0})
+    lambda_recon: float = field(default=10.0, metadata={"min": 0.0})  # Cityscapes 100
+    # L1 of S(x) against the teacher's T(x) or the ground truth y; auto = the code (teacher for unpaired data,
+    # ground truth for paired); the supplement A.3 writes the teacher for every task (spec §9.1).
+    recon_target: str = field(default="auto", metadata=_choices(registry.RECON_TARGETS))
+    lambda_distill: float = field(default=0.01, metadata={"min": 0.0})  # Cityscapes 1
+    contrastive: str = field(default="hdce", metadata=_choices(registry.CONTRASTIVE_LOSSES))
+    temperature: float = field(default=0.07, metadata={"min_exclusive": 0.0})
+    lambda_contrastive: float = field(default=0.1, metadata={"min": 0.0})  # λ_hDCE
+    lambda_src: float = field(default=10.0, metadata={"min": 0.0})
+    src_divergence: str = field(default="jsd", metadata=_choices(registry.SRC_DIVERGENCES))
+    layer_reduction: str = field(default="sum", metadata=_choices(registry.REDUCTIONS))  # the code sums layers
+    reported_value: str = field(default="infonce", metadata=_choices(registry.REPORTED_VALUES))
+    curriculum: CurriculumConfig = CurriculumConfig(start=50.0, end=10.0)
+
+    negatives_from_minibatch = False  # per-image patch sets (spec §5.2); not a key
+
+
+@dataclass(frozen=True)
+class SearchConfig:
+    """Evolution search of a compression run (`main.py search`, spec §6). Defaults = the h2z script."""
+
+    budget: Optional[float] = field(default=None, metadata={"min_exclusive": 0.0})  # MACs at 256², h2z 3e9
+    criterion: str = field(default="fid", metadata=_choices(registry.SEARCH_CRITERIA))
+    # Held-out search images (spec §2: train2 split): source images, and target-domain images for FID
+    # (or `target_statistics`, a .npz with mu/sigma). None = the data section's training folders.
+    source: Optional[str] = None
+    target: Optional[str] = None
+    target_statistics: Optional[str] = None
+    labels: Optional[str] = None  # miou: ground-truth label maps named like the source images
+    image_size: Optional[int] = field(default=None, metadata={"min": 4})  # None = data.crop_size
+    max_images: Optional[int] = field(default=None, metadata={"min": 1})
+    batch_size: int = field(default=32, metadata={"min": 1})
+    population_size: int = field(default=100, metadata={"min": 2})
+    generations: int = field(default=500, metadata={"min": 0})
+    mutation_ratio: float = field(default=0.5, metadata={"min": 0.0, "max": 1.0})
+    parent_ratio: float = field(default=0.25, metadata={"min_exclusive": 0.0, "max": 1.0})
+    mutate_prob: float = field(default=0.4, metadata={"min": 0.0, "max": 1.0})
+    weighted_sample: float = field(default=2.0, metadata={"min": 1.0})
+    seed: int = 233
+    after_training: bool = False  # search (and export the best sub-network) when `main.py run` ends
+
+
 @dataclass(frozen=True)
 class TrainConfig:
     epochs: int = field(default=200, metadata={"min": 0})  # n_epochs at the initial learning rate
@@ -328,6 +429,7 @@ class ExperimentConfig:
     log: LogConfig = LogConfig()
     export: ExportConfig = ExportConfig()
     eval: EvalConfig = EvalConfig()
+    search: SearchConfig = SearchConfig()  # method compression only
 
 
 # === Parsing and validation ===
@@ -492,6 +594,51 @@ def check_multimodal(cfg: ExperimentConfig) -> None:
             f"model.head.layers: expected increasing indices of the encoder's {maps} bottleneck maps (0–{maps - 1}), "
             f"got {list(layers)!r}."
         )
+
+
+def check_compression(cfg: ExperimentConfig) -> None:
+    """Checks of the `compression` sections: student widths, fixed config, teacher layers, patches, search."""
+    student, teacher, head = cfg.model.student, cfg.model.teacher, cfg.model.head
+    if student.num_blocks % 3:
+        raise ConfigError(f"model.student.num_blocks {student.num_blocks}: the three width groups need a multiple of 3 (9).")
+    if student.candidates is not None:
+        widths = student.candidates
+        if (not widths or any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= student.filters
+                              for v in widths)):
+            raise ConfigError(
+                f"model.student.candidates: expected a non-empty list of widths 1–{student.filters} "
+                f"(model.student.filters), got {list(widths)!r}."
+            )
+    if student.fixed_config is not None:
+        parts = str(student.fixed_config).split("_")
+        if len(parts) != 8 or not all(p.isdigit() and 0 < int(p) <= student.filters for p in parts):
+            raise ConfigError(
+                f"model.student.fixed_config {student.fixed_config!r}: expected 8 widths joined by '_' "
+                f"(e.g. 16_16_32_16_16_64_16_24), each at most model.student.filters ({student.filters})."
+            )
+    if teacher.checkpoint not in ("latest", "best", "epochs"):
+        raise ConfigError(f"model.teacher.checkpoint {teacher.checkpoint!r}: choose latest, best or epochs.")
+    if teacher.layers is not None and (
+        len(teacher.layers) != 4 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in teacher.layers)
+    ):
+        raise ConfigError(
+            f"model.teacher.layers: expected the 4 teacher list indices of the distilled maps (e.g. [9, 12, 15, 18]), "
+            f"got {list(teacher.layers)!r}."
+        )
+    side = cfg.data.crop_size
+    if side % 4:
+        raise ConfigError(f"data.crop_size {side}: the generators downsample twice, so use a multiple of 4.")
+    locations = (side // 4) ** 2
+    if head.num_patches > locations:
+        raise ConfigError(
+            f"model.head.num_patches {head.num_patches} exceeds the {locations} locations of the {side // 4}×{side // 4} "
+            f"distilled maps at data.crop_size {side}; lower it to at most {locations}."
+        )
+    search = cfg.search
+    if search.criterion == "miou" and search.labels is None:
+        raise ConfigError("search.criterion miou needs search.labels (the ground-truth label maps of search.source).")
+    if search.after_training and search.budget is None:
+        raise ConfigError("search.after_training needs search.budget (MACs at 256², e.g. 3e9 for horse→zebra).")
 
 
 # === Overrides (`--set a.b=c`) ===

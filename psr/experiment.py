@@ -146,6 +146,10 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
             f"{replicas} replicas of train.distribute {cfg.train.distribute}; set it to a multiple of {replicas}."
         )
 
+    prepare = method.hook("prepare")
+    if prepare is not None and chief:
+        prepare(cfg)
+        configure_determinism(cfg.train)  # the same seeds whether or not a teacher was trained just now
     data = build_training_data(cfg.data, cfg.train.batch_size, cfg.train.seed, create=chief)
     steps_per_epoch = cfg.train.steps_per_epoch or data.steps_per_epoch
     total = cfg.train.total_epochs
@@ -170,7 +174,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         if chief:
             atomic_write_json(run.domains, list(domains))
     inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed,
-                           domains=domains)
+                           domains=domains, paired=cfg.data.kind == "aligned")
     trainer = build_trainer(method, cfg.model, cfg.loss, cfg.train, inputs, strategy)
     state = TrainingState(run.checkpoints, trainer, keep=cfg.log.keep_checkpoints,
                           steps_per_epoch=steps_per_epoch)
@@ -229,6 +233,9 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         raise Interrupted(name) from None
 
     if chief:
+        after = method.hook("after_training")
+        if after is not None:  # compression: the evolution search and the chosen sub-network
+            after(cfg, run, trainer.inference_network())
         finish_run(method, cfg.export, cfg.data, run, trainer.inference_network(), only_missing=finished_before)
     return run_dir
 

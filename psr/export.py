@@ -56,6 +56,7 @@ def export_generator(
     force: bool = False,
     min_input_side: Optional[int] = None,
     fix: Optional[str] = None,
+    metadata: Optional[dict] = None,
 ) -> Path:
     """Writes a SavedModel with the float and bytes signatures into `path`, atomically.
 
@@ -65,7 +66,8 @@ def export_generator(
     paths the export must not be written into (the run directory's checkpoints and config).
     The smallest image side the generator accepts (`min_input_side`, by default derived from
     the generator) is recorded in the marker for `main.py translate`. `fix` replaces the advice
-    given when `path` holds foreign files (`main.py run` has no --force).
+    given when `path` holds foreign files (`main.py run` has no --force). `metadata`: extra marker entries
+    (a compressed student's channel configuration).
     """
     from psr.rundir import replace_folder
 
@@ -96,7 +98,7 @@ def export_generator(
         tf.function(translate_bytes),
         input_signature=[tf.TensorSpec([None], tf.string, name="image_bytes")],
     )
-    metadata = {"pad_multiple": pad_multiple}
+    metadata = {**(metadata or {}), "pad_multiple": pad_multiple}
     if min_input_side is None:
         min_input_side = generator_min_input_side(generator, pad_multiple)
     if min_input_side is not None:

@@ -27,8 +27,12 @@ def load_run_generator(run_dir: Union[str, Path], checkpoint: str = "latest"):
     from psr.trainers.checkpoints import restore_generator
 
     cfg = load_run_config(run_dir)
-    generator = get_method(cfg.method).inference_network_builder()(cfg.model, cfg.data.crop_size)
+    method = get_method(cfg.method)
+    generator = method.inference_network_builder()(cfg.model, cfg.data.crop_size)
     path = restore_generator(run_dir, generator, which=checkpoint)
+    select = method.hook("select_network")
+    if select is not None:  # compression: the supernet at the searched configuration
+        generator = select(generator, run_dir, cfg)
     return generator, cfg, path
 
 

@@ -28,6 +28,7 @@ class TrainerInputs:
     seed: Optional[int] = None
     channels: int = 3
     domains: tuple = ()  # domain names of multi-domain data (sorted folder names), else empty
+    paired: bool = False  # each source image comes with its ground-truth target (data.kind aligned)
 
 
 @dataclass(frozen=True)
@@ -62,6 +63,18 @@ class Method:
     export: Union[str, Callable[..., Any]] = "psr.export:export_generator"
     # `(data_cfg, pad_multiple, run, network) -> dict | None`: scores on embedded data with ground truth.
     report: Optional[Union[str, Callable[..., Any]]] = "psr.experiment:report_content_scores"
+    # `(cfg) -> None`, run before the data and trainer are built (compression: make sure the teacher exists).
+    prepare: Optional[Union[str, Callable[..., Any]]] = None
+    # `(cfg, run, network) -> None`, after training and before the export (compression: search, pick the config).
+    after_training: Optional[Union[str, Callable[..., Any]]] = None
+    # `(network, run_dir, cfg) -> network`: the network a run directory's export / translate / eval use
+    # (compression: the supernet set to the searched configuration).
+    select_network: Optional[Union[str, Callable[..., Any]]] = None
+
+    def hook(self, name: str) -> Optional[Callable[..., Any]]:
+        """The optional hook `prepare`, `after_training` or `select_network`, resolved; None when unset."""
+        target = getattr(self, name)
+        return None if target is None else _resolve(target)
 
     def exporter(self) -> Callable[..., Any]:
         return _resolve(self.export)
@@ -164,3 +177,31 @@ def _stargan2() -> Method:
 
 
 STARGAN2_METHOD = _stargan2()
+
+
+def _compression() -> Method:
+    from psr.config import CompressionLossConfig, CompressionModelConfig, check_compression
+
+    # The released horse→zebra settings (spec §1.1): batch 1, seed 233, 200 + 200 epochs, 286 → 256 crops.
+    return Method(
+        name="compression",
+        model_config=CompressionModelConfig,
+        loss_config=CompressionLossConfig,
+        build_trainer="psr.builders:build_compression_trainer",
+        build_inference_network="psr.builders:build_compression_student",
+        check=check_compression,
+        data_kinds=("unaligned", "aligned"),
+        defaults={
+            "data": {"load_size": 286, "crop_size": 256},
+            "train": {"epochs": 200, "decay_epochs": 200, "batch_size": 1, "learning_rate": 2e-4,
+                      "beta_1": 0.5, "beta_2": 0.999, "seed": 233},
+        },
+        description="GAN compression (Fast GAN Compression + hDCE/SRC transfer; spec compression.md)",
+        export="psr.compression:export_subnetwork",
+        prepare="psr.compression:prepare_teacher",
+        after_training="psr.compression:after_training",
+        select_network="psr.compression:select_network",
+    )
+
+
+COMPRESSION_METHOD = _compression()

@@ -72,7 +72,7 @@ class Registry:
 
 # === Simple choice lists (the owners of the behaviour import them from here) ===
 
-GAN_MODES = ("lsgan", "nonsaturating")
+GAN_MODES = ("lsgan", "nonsaturating", "hinge")
 REDUCTIONS = ("mean", "sum")  # over layers and over the X→Y / Y→Y branches
 SRC_DIVERGENCES = ("jsd", "kl", "l1", "l2")
 REPORTED_VALUES = ("infonce", "dce")
@@ -88,6 +88,9 @@ FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")  #
 LPIPS_REFERENCES = ("input", "target")  # what a translation is compared with by the paired LPIPS metric
 SEGMENTATION_NETWORKS = ("drn_d_22", "drn_d_105")  # Cityscapes FCN-score networks (single-modal, compression)
 LABEL_FORMATS = ("color", "label_ids", "train_ids")
+CHANNEL_CONFIG_SETS = ("channels-64-cycleGAN", "channels-64-pix2pix")  # compression student width lists
+RECON_TARGETS = ("auto", "teacher", "ground_truth")  # compression L1: auto = teacher (unpaired) / truth (paired)
+SEARCH_CRITERIA = ("fid", "miou", "teacher_psnr")  # evolution search metric of a compression sub-network
 CYCLE_INPUTS = ("real", "fake")  # stargan2 reconstruction input: G(x, E(x)) (code) or G(G(x, s), E(x))
 
 
@@ -130,6 +133,7 @@ METHODS = Registry("method", {
     "cut": "psr.methods:CUT_METHOD",
     "sincut": "psr.methods:SINCUT_METHOD",
     "stargan2": "psr.methods:STARGAN2_METHOD",
+    "compression": "psr.methods:COMPRESSION_METHOD",
 })
 
 #: Generator architectures: name → builder `(GeneratorConfig, channels, crop_size) -> keras.Model`.

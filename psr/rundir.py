@@ -589,6 +589,15 @@ class RunDir:
         return self.path / "test_translations"
 
     @property
+    def search(self) -> Path:
+        """`search/`: the evolution search of a compression run (state, journal, best configs, log)."""
+        return self.path / "search"
+
+    @property
+    def search_tensorboard(self) -> Path:
+        return self.tensorboard / "search"
+
+    @property
     def eval_dir(self) -> Path:
         return self.path / "eval"
 

@@ -23,12 +23,15 @@ def discriminator_loss(real_scores, fake_scores, mode: str = "lsgan"):
     Formula:
         lsgan:          L_real = mean (D(y) − 1)²,     L_fake = mean D(ŷ)²
         nonsaturating:  L_real = mean softplus(−D(y)), L_fake = mean softplus(D(ŷ))
+        hinge:          L_real = mean relu(1 − D(y)),  L_fake = mean relu(1 + D(ŷ))   (pix2pix / GAN Compression)
     """
     if mode == "lsgan":
         return _per_sample_mean(ops.square(real_scores - 1.0)), _per_sample_mean(ops.square(fake_scores))
     if mode == "nonsaturating":
         # softplus(−x) = −log σ(x): the logistic loss without a saturating sigmoid.
         return _per_sample_mean(ops.softplus(-real_scores)), _per_sample_mean(ops.softplus(fake_scores))
+    if mode == "hinge":
+        return _per_sample_mean(ops.relu(1.0 - real_scores)), _per_sample_mean(ops.relu(1.0 + fake_scores))
     raise ValueError(f"Unknown GAN mode. Expected one of {GAN_MODES}. Received: mode={mode!r}")
 
 
@@ -38,11 +41,14 @@ def generator_loss(fake_scores, mode: str = "lsgan"):
     Formula:
         lsgan:          mean (D(ŷ) − 1)²
         nonsaturating:  mean softplus(−D(ŷ))
+        hinge:          −mean D(ŷ)
     """
     if mode == "lsgan":
         return _per_sample_mean(ops.square(fake_scores - 1.0))
     if mode == "nonsaturating":
         return _per_sample_mean(ops.softplus(-fake_scores))
+    if mode == "hinge":
+        return -_per_sample_mean(fake_scores)
     raise ValueError(f"Unknown GAN mode. Expected one of {GAN_MODES}. Received: mode={mode!r}")
 
 

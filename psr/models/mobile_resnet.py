@@ -101,7 +101,10 @@ class ChannelConfigSampler:
 
     def __call__(self):
         """int32 tensor (8,): one uniformly drawn width per entry."""
-        uniform = keras.random.uniform((CONFIG_LENGTH,), seed=self.seed_generator)
+        return self.config_from_uniform(keras.random.uniform((CONFIG_LENGTH,), seed=self.seed_generator))
+
+    def config_from_uniform(self, uniform):
+        """int32 tensor (8,): entry i takes option floor(u_i · n_i) of its list, for u (8,) in [0, 1)."""
         index = ops.minimum(ops.cast(ops.floor(uniform * self._lengths), "int32"), ops.cast(self._lengths, "int32") - 1)
         return ops.take_along_axis(ops.convert_to_tensor(self._table), ops.expand_dims(index, 1), axis=1)[:, 0]
 
@@ -202,18 +205,20 @@ class _MobileResnetBody(keras.Model):
         self.built = True
 
     # === Forward ===
-    def _masks(self, dtype):
+    def _masks(self, dtype, config=None):
         """One 0/1 mask per config entry, or None per entry for a fixed-width network."""
         return [None] * CONFIG_LENGTH
 
-    def translate_and_features(self, inputs):
+    def translate_and_features(self, inputs, config=None):
         """`(image, [f9, f12, f15, f18])`: the output and the distillation features (spec §4.3).
 
         f9 is the encoder output (after the 2nd stride-2 conv, IN, ReLU); f12, f15, f18 are the
         outputs of the last block of each group (blocks 3, 6, 9 for 9 blocks). In the supernet they
         have 4·filters channels, of which the first R = 4·c2 are active and the rest are zero.
+        `config` (supernet only): an int tensor (8,) run instead of the `channel_config` variable, so a
+        distributed train step can pass the config every replica computes from the step number.
         """
-        masks = self._masks(self.compute_dtype)
+        masks = self._masks(self.compute_dtype, config)
         norm = self.norm
         x = ops.clip(inputs, -1.0, 1.0)  # the released generators clamp their input (spec §3)
         x = ops.relu(norm(_apply(self.stem_conv(self.stem_pad(x)), masks[0])))
@@ -408,11 +413,12 @@ class SuperMobileResnetGenerator(_MobileResnetBody):
         """Makes the next calls run sub-network `config` (a variable assignment: no retracing)."""
         self.channel_config.assign(np.asarray(self.check_config(config), dtype="int32"))
 
-    def _masks(self, dtype):
+    def _masks(self, dtype, config=None):
         # Per entry: 1 for the first `width` channels of its layers, 0 for the rest; read at run time.
+        config = self.channel_config if config is None else ops.cast(config, "int32")
         masks = []
         for entry, max_width in enumerate(self.max_widths):
-            width = self.channel_config[entry] * WIDTH_MULTIPLIERS[entry]
+            width = config[entry] * WIDTH_MULTIPLIERS[entry]
             masks.append(ops.cast(ops.arange(max_width, dtype="int32") < width, dtype))
         return masks
 

@@ -350,7 +350,7 @@ class EvolutionSearch:
             changed = sorted(key for key in current if stored[key] != current[key])
             raise CheckpointError(
                 f"{source} was written by a search with other {', '.join(changed)}; "
-                "rerun with the same settings or use another output folder."
+                "rerun with the same settings, or start anew (`main.py search ... --restart`, or another folder)."
             )
         try:
             self.started = bool(state["started"])
