@@ -194,8 +194,8 @@ def test_steps_per_epoch_and_each_epoch_shows_distinct_pairs(tmp_path):
     for _ in range(6):
         batches = [(np.asarray(s), np.asarray(t)) for s, t in dataset]
         assert len(batches) == 2 and all(s.shape == (2, 4, 4, 3) for s, _ in batches)
-        levels = [int(round((float(s[k, 0, 0, 0]) + 1) * 127.5)) for s, _ in batches for k in range(2)]
-        targets = [int(round((float(t[k, 0, 0, 0]) + 1) * 127.5)) for _, t in batches for k in range(2)]
+        levels = [round((float(s[k, 0, 0, 0]) + 1) * 127.5) for s, _ in batches for k in range(2)]
+        targets = [round((float(t[k, 0, 0, 0]) + 1) * 127.5) for _, t in batches for k in range(2)]
         assert len(set(levels)) == 4 and targets == [level + 7 for level in levels]
         seen |= set(levels)
     assert seen == {0, 20, 40, 60, 80}  # the dropped remainder changes between epochs
