@@ -42,7 +42,9 @@ class SyntheticDataConfig:
     kind "shapes": plain shapes → striped shapes, with ground-truth translations (unaligned data);
     kind "rocket_pair": a painterly and a photographic view of scikit-image's rocket (single-image data);
     kind "scenes": one set of scenes in three styles (night, plain, striped) with every val scene rendered in
-    every domain (multi-domain data; `num_train` / `num_test` scenes per domain for train / val).
+    every domain (multi-domain data; `num_train` / `num_test` scenes per domain for train / val);
+    kind "paired_shapes": files `train/`, `test/` holding plain shapes (left, A) | the same shapes striped
+    (right, B) (aligned data; `num_train` / `num_test` pairs).
     """
 
     kind: str = field(default="shapes", metadata=_choices(registry.SYNTHETIC_KINDS))
@@ -54,10 +56,13 @@ class SyntheticDataConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    """Dataset in the CUT/CycleGAN layout `root/{trainA,trainB,testA,testB}`.
+    """The training data: which kind, where, and its transforms.
 
-    kind "unaligned": image folders, random pairing (CUT). kind "single_image": one image in trainA and one
-    in trainB, trained on random zoomed crops (SinCUT, spec §4.7).
+    kind "unaligned": the CUT/CycleGAN layout `root/{trainA,trainB,testA,testB}`, random pairing (CUT).
+    kind "single_image": one image in trainA and one in trainB, trained on random zoomed crops (SinCUT,
+    spec §4.7). kind "multidomain": `root/{train,val}/<domain>/` (StarGAN v2). kind "aligned": the pix2pix
+    layout `root/{train,val,test}/`, each file A|B side by side, both halves with the same resize, crop and
+    flip (paired data, compression spec §2; `direction: BtoA` makes the right half the source).
     """
 
     kind: str = field(default="unaligned", metadata=_choices(registry.DATA_KINDS))

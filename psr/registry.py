@@ -80,9 +80,11 @@ GAMMA_MODES = ("linear", "fixed")
 SCHEDULE_UNITS = ("epoch", "step")  # what a schedule's time axis counts
 PREPROCESS_MODES = ("resize_and_crop", "crop", "scale_width_and_crop", "none")
 DIRECTIONS = ("AtoB", "BtoA")
-SYNTHETIC_KINDS = ("shapes", "rocket_pair", "scenes")
-# The data kind each generated dataset is: shapes → unaligned, rocket_pair → single_image, scenes → multidomain.
-SYNTHETIC_DATA_KINDS = {"shapes": "unaligned", "rocket_pair": "single_image", "scenes": "multidomain"}
+SYNTHETIC_KINDS = ("shapes", "rocket_pair", "scenes", "paired_shapes")
+# The data kind each generated dataset is: shapes → unaligned, rocket_pair → single_image, scenes → multidomain,
+# paired_shapes → aligned.
+SYNTHETIC_DATA_KINDS = {"shapes": "unaligned", "rocket_pair": "single_image", "scenes": "multidomain",
+                        "paired_shapes": "aligned"}
 DISTRIBUTE_MODES = ("none", "mirrored", "multi_worker")
 FEATURE_EXTRACTORS = ("auto", "pytorch-fid", "torchvision", "keras-imagenet")  # FID/KID features
 LPIPS_REFERENCES = ("input", "target")  # what a translation is compared with by the paired LPIPS metric
@@ -160,4 +162,5 @@ DATA_KINDS = Registry("data kind", {
     "unaligned": "psr.data.builders:unaligned_training_data",
     "single_image": "psr.data.builders:single_image_training_data",
     "multidomain": "psr.data.builders:multidomain_training_data",
+    "aligned": "psr.data.builders:aligned_training_data",
 })

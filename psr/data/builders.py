@@ -32,6 +32,7 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
         make_multidomain_dataset,
         multidomain_dataset_ready,
     )
+    from psr.data.synthetic_paired import make_paired_shapes_dataset, paired_shapes_dataset_ready
 
     root = Path(cfg.root)
     s = cfg.synthetic
@@ -44,6 +45,10 @@ def prepare_dataset_root(cfg: DataConfig, create: bool = True, wait_seconds: flo
         args = dict(image_size=s.image_size, num_train=s.num_train, num_val=s.num_test, seed=s.seed)
         make = lambda: make_multidomain_dataset(root, **args)  # noqa: E731
         ready = lambda: multidomain_dataset_ready(root, **args)  # noqa: E731
+    elif s.kind == "paired_shapes":
+        args = dict(image_size=s.image_size, num_train=s.num_train, num_test=s.num_test, seed=s.seed)
+        make = lambda: make_paired_shapes_dataset(root, **args)  # noqa: E731
+        ready = lambda: paired_shapes_dataset_ready(root, **args)  # noqa: E731
     else:
         make, ready = (lambda: make_sample_pair(root)), (lambda: sample_pair_ready(root))
     if create:
@@ -83,6 +88,28 @@ def unaligned_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int
         crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip, batch_size=batch_size,
         max_dataset_size=cfg.max_dataset_size, seed=seed,
     )
+
+
+def aligned_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
+    """Paired A|B files in `root/train` (pix2pix `aligned` mode, compression spec §2)."""
+    from psr.data.aligned import AlignedDataset
+
+    return AlignedDataset(
+        prepare_dataset_root(cfg, create), direction=cfg.direction, phase="train", load_size=cfg.load_size,
+        crop_size=cfg.crop_size, preprocess=cfg.preprocess, flip=cfg.flip, batch_size=batch_size,
+        max_dataset_size=cfg.max_dataset_size, seed=seed,
+    )
+
+
+def aligned_samples(cfg: DataConfig, num_samples: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(sources, targets)` of the first test pairs (`root/test`, else `root/val`, else `root/train`)."""
+    from psr.data.aligned import aligned_test_pairs
+
+    root = Path(cfg.root)
+    phase = "test" if (root / "test").is_dir() or (root / "val").is_dir() else "train"
+    dataset, _ = aligned_test_pairs(root, phase, cfg.direction, image_size=cfg.crop_size, batch_size=num_samples)
+    sources, targets = next(iter(dataset))
+    return np.asarray(sources), np.asarray(targets)
 
 
 def single_image_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int], create: bool = True):
@@ -136,13 +163,16 @@ def build_training_data(cfg: DataConfig, batch_size: int, seed: Optional[int] = 
 def fixed_sample_batch(cfg: DataConfig, num_samples: int, data=None) -> tuple[np.ndarray, np.ndarray]:
     """The fixed images shown in every sample grid: the first test images (train images if no test split).
 
-    Single-image experiments show the first crops the training data yields.
+    Aligned data shows the first test (else val) pairs, source and its own target. Single-image
+    experiments show the first crops the training data yields.
     """
     from psr.data.images import list_images
     from psr.data.unaligned import make_test_dataset
 
     if cfg.kind == "multidomain":
         return multidomain_samples(cfg, num_samples)
+    if cfg.kind == "aligned":
+        return aligned_samples(cfg, num_samples)
     if cfg.kind == "single_image":
         real_a, real_b = next(iter(data.dataset()))
         return np.asarray(real_a)[:num_samples], np.asarray(real_b)[:num_samples]

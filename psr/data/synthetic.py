@@ -47,7 +47,8 @@ SHAPE_COLORS = (
 BACKGROUND_RANGE = (190, 256)
 SHAPE_KINDS = ("disc", "square", "triangle")
 _MAX_SHAPES = 3
-_SPLIT_STREAMS = {"train": 1, "test": 2}
+# One random stream per phase; the paired dataset draws the same scenes from them.
+SPLIT_STREAMS = {"train": 1, "test": 2}
 
 
 # === Drawing ===
@@ -68,8 +69,8 @@ def shape_mask(kind: str, center_x: float, center_y: float, half_size: float, si
     return rows & (np.abs(x - center_x) <= (y - top) / 2.0)
 
 
-def _draw_scene(rng: np.random.RandomState, size: int) -> tuple[np.ndarray, list[tuple[np.ndarray, tuple]]]:
-    """Draws one background colour and 1–3 shapes as (mask, colour) pairs."""
+def draw_shapes(rng: np.random.RandomState, size: int) -> tuple[np.ndarray, list[tuple[np.ndarray, tuple]]]:
+    """Draws one background colour and 1–3 shapes as (mask, colour) pairs (shared by the paired dataset)."""
     background = tuple(int(value) for value in rng.randint(*BACKGROUND_RANGE, size=3))
     shapes = []
     for _ in range(rng.randint(1, _MAX_SHAPES + 1)):
@@ -81,7 +82,8 @@ def _draw_scene(rng: np.random.RandomState, size: int) -> tuple[np.ndarray, list
     return np.array(background, np.uint8), shapes
 
 
-def _render(background: np.ndarray, shapes: list, size: int, striped: bool) -> np.ndarray:
+def render_shapes(background: np.ndarray, shapes: list, size: int, striped: bool) -> np.ndarray:
+    """uint8 `[size, size, 3]` of a `draw_shapes` scene: solid fills, or striped ones (`STRIPE_COLOR` rows)."""
     image = np.empty((size, size, 3), np.uint8)
     image[...] = background
     dark_rows = (np.arange(size) // STRIPE_WIDTH) % 2 == 1
@@ -139,7 +141,8 @@ def _expected(num_train: int, num_test: int) -> dict[str, list[str]]:
     return {split: numbered_names(num_train if split.startswith("train") else num_test) for split in SPLITS}
 
 
-def _write_split(folder: Path, images: list[np.ndarray]) -> None:
+def write_png_folder(folder: Path, images: list[np.ndarray]) -> None:
+    """Creates `folder` (inside a staging folder) and writes `images` as `0000.png`, `0001.png`, …"""
     folder.mkdir()
     for name, image in zip(numbered_names(len(images)), images):
         (folder / name).write_bytes(encode_png(image))
@@ -148,19 +151,32 @@ def _write_split(folder: Path, images: list[np.ndarray]) -> None:
 def _generate(folder: Path, image_size: int, num_train: int, num_test: int, seed: int) -> None:
     for phase, count in (("train", num_train), ("test", num_test)):
         # One stream per phase, so the test images do not depend on num_train.
-        rng = np.random.RandomState([seed, _SPLIT_STREAMS[phase]])
+        rng = np.random.RandomState([seed, SPLIT_STREAMS[phase]])
         plain, target, striped = [], [], []
         for _ in range(count):
-            background, shapes = _draw_scene(rng, image_size)
-            plain.append(_render(background, shapes, image_size, striped=False))
-            target.append(_render(background, shapes, image_size, striped=True))
+            background, shapes = draw_shapes(rng, image_size)
+            plain.append(render_shapes(background, shapes, image_size, striped=False))
+            target.append(render_shapes(background, shapes, image_size, striped=True))
         for _ in range(count):
-            background, shapes = _draw_scene(rng, image_size)
-            striped.append(_render(background, shapes, image_size, striped=True))
-        _write_split(folder / f"{phase}A", plain)
-        _write_split(folder / f"{phase}B", striped)
+            background, shapes = draw_shapes(rng, image_size)
+            striped.append(render_shapes(background, shapes, image_size, striped=True))
+        write_png_folder(folder / f"{phase}A", plain)
+        write_png_folder(folder / f"{phase}B", striped)
         if phase == "test":
-            _write_split(folder / "testA_target", target)
+            write_png_folder(folder / "testA_target", target)
+
+
+def check_shapes_arguments(image_size: int, num_train: int, num_test: int, seed: int) -> None:
+    """The argument checks of the shapes generators (this one and the paired one)."""
+    if not isinstance(image_size, int) or image_size % 4 or not 16 <= image_size <= 512:
+        raise ValueError(
+            f"`image_size` must be a multiple of 4 between 16 and 512. Received: image_size={image_size}"
+        )
+    for name, value in (("num_train", num_train), ("num_test", num_test)):
+        if not isinstance(value, int) or value <= 0:
+            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
+    if not isinstance(seed, int) or seed < 0:
+        raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed}")
 
 
 def shapes_dataset_ready(root, image_size: int = 32, num_train: int = 200, num_test: int = 20, seed: int = 0) -> bool:
@@ -199,16 +215,7 @@ def make_shapes_dataset(
     Raises:
         DatasetError: `root` exists and holds something other than this dataset.
     """
-    if not isinstance(image_size, int) or image_size % 4 or not 16 <= image_size <= 512:
-        raise ValueError(
-            f"`image_size` must be a multiple of 4 between 16 and 512. Received: image_size={image_size}"
-        )
-    for name, value in (("num_train", num_train), ("num_test", num_test)):
-        if not isinstance(value, int) or value <= 0:
-            raise ValueError(f"`{name}` must be a positive integer. Received: {name}={value}")
-    if not isinstance(seed, int) or seed < 0:
-        raise ValueError(f"`seed` must be a non-negative integer. Received: seed={seed}")
-
+    check_shapes_arguments(image_size, num_train, num_test, seed)
     root = Path(root)
     return write_generated(
         root, MARKER_NAME, _marker(image_size, num_train, num_test, seed), _expected(num_train, num_test),

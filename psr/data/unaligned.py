@@ -58,6 +58,11 @@ def _round_to_multiple_of_4(image: Image.Image) -> Image.Image:
     )
 
 
+def rounded_size(width: int, height: int) -> tuple[int, int]:
+    """(width, height) after `preprocess none`'s rounding of each side to a multiple of 4."""
+    return tuple(int(round(side / _SIZE_MULTIPLE) * _SIZE_MULTIPLE) for side in (width, height))
+
+
 def _random_crop(image: Image.Image, crop_size: int, unit_x: float, unit_y: float) -> Image.Image:
     """Crops crop_size×crop_size at offsets drawn uniformly from [0, side - crop]."""
     width, height = image.size
@@ -241,7 +246,7 @@ class UnalignedDataset:
         for path in paths:
             with Image.open(path) as image:
                 width, height = image.size
-            size = tuple(int(round(side / _SIZE_MULTIPLE) * _SIZE_MULTIPLE) for side in (width, height))
+            size = rounded_size(width, height)
             if first is None:
                 first = (path, width, height, size)
             elif size != first[3]:
@@ -349,14 +354,20 @@ class UnalignedDataset:
 # === Test-time loading ===
 
 
+def resize_for_test(pixels: np.ndarray, image_size: int | None) -> np.ndarray:
+    """The test-time transform of one uint8 image: PIL bicubic to `image_size`² (None: each side rounded
+    to a multiple of 4), then float32 in [-1, 1]. No crop, no flip."""
+    image = Image.fromarray(pixels)
+    if image_size is None:
+        image = _round_to_multiple_of_4(image)
+    else:
+        image = _resize_bicubic(image, image_size, image_size)
+    return to_unit_range(np.asarray(image))
+
+
 def _make_test_loader(image_size: int | None) -> Callable[[bytes], np.ndarray]:
     def load(path: bytes) -> np.ndarray:
-        image = Image.fromarray(read_image(path.decode("utf-8")))
-        if image_size is None:
-            image = _round_to_multiple_of_4(image)
-        else:
-            image = _resize_bicubic(image, image_size, image_size)
-        return to_unit_range(np.asarray(image))
+        return resize_for_test(read_image(path.decode("utf-8")), image_size)
 
     return load
 
