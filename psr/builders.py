@@ -382,6 +382,10 @@ def build_compression_trainer(
     except ValueError as err:
         raise ConfigError(f"model.teacher.layers {layers} does not fit the teacher: {err}") from None
     student = build_compression_student(model, crop, channels)
+    if model.student.init_from:
+        from psr.trainers.checkpoints import restore_generator
+
+        restore_generator(model.student.init_from, student)  # the fine-tune starts from the supernet's weights
     stream = student.max_widths[2]
     head_width = max(max(teacher_channels), stream)
     head_cfg = model.head

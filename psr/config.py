@@ -279,6 +279,8 @@ class StudentConfig:
     config_set: str = field(default="channels-64-cycleGAN", metadata=_choices(registry.CHANNEL_CONFIG_SETS))
     candidates: Optional[tuple] = None  # own widths for every entry (e.g. [16, 12, 8]); replaces config_set
     fixed_config: Optional[str] = None  # fine-tune: train only this sub-network, "c0_c1_..._c7" (spec §5.4)
+    # Fine-tune: start the student from this compression run's newest checkpoint (the code also restores D).
+    init_from: Optional[str] = None
 
 
 @dataclass(frozen=True)
@@ -492,7 +494,9 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
             raise ConfigError(f"{key}: expected a finite number, got {value!r}.")
     elif tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}.")
+            # YAML reads 16_16_32_… as one integer (underscores group digits): the text must be quoted.
+            hint = " Quote it, e.g. '16_16_32_16_16_64_16_24'." if isinstance(value, int) else ""
+            raise ConfigError(f"{key}: expected a string, got {value!r}.{hint}")
     elif tp is tuple:
         if not isinstance(value, (list, tuple)):
             raise ConfigError(f"{key}: expected a list, got {value!r}.")
