@@ -440,6 +440,22 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             scores = self._evaluate_multimodal()
             append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
             return scores
+        configs = getattr(self.model, "evaluated_configs", None)
+        if configs is None:
+            return self._evaluate_network(self.model.inference_network(), epoch)
+        # A supernet (compression): the widest and the narrowest sub-network (spec compression §5.3); the
+        # widest's scores are the unsuffixed ones (and choose the best checkpoint), the others get a suffix.
+        supernet = self.model.inference_network()
+        scores = {}
+        for index, (label, config) in enumerate(configs()):
+            supernet.set_channel_config(config)
+            values = self._evaluate_network(supernet, epoch, record=False)
+            scores.update(values if index == 0 else {f"{k}_{label}": v for k, v in values.items()})
+        supernet.set_channel_config(configs()[0][1])
+        append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
+        return scores
+
+    def _evaluate_network(self, generator, epoch: int, record: bool = True) -> dict:
         from psr.export import translate_any_size
         from psr.metrics.paired import (
             PairedInputs,
@@ -448,7 +464,6 @@ class PeriodicEvaluation(keras.callbacks.Callback):
         )
         from psr.metrics.registry import evaluate_folders
 
-        generator = self.model.inference_network()
         multiple = self.pad_multiple
 
         @tf.function(reduce_retracing=True)
@@ -473,7 +488,8 @@ class PeriodicEvaluation(keras.callbacks.Callback):
             labels_dir = options.pop("segmentation_labels")
             inputs = PairedInputs(str(generated), str(source), str(reference), labels_dir)
             scores.update(compute_paired_metrics(paired_metrics, inputs, **options))
-        append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
+        if record:
+            append_record(self.run.eval_jsonl, {"epoch": epoch, **extractor_record(self.extractor), **scores})
         return scores
 
     def on_train_begin(self, logs=None):

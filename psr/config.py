@@ -643,6 +643,11 @@ def check_compression(cfg: ExperimentConfig) -> None:
             f"model.head.num_patches {head.num_patches} exceeds the {locations} locations of the {side // 4}×{side // 4} "
             f"distilled maps at data.crop_size {side}; lower it to at most {locations}."
         )
+    if cfg.data.kind == "aligned" and cfg.eval.every_epochs:
+        raise ConfigError(
+            "eval.every_epochs on paired (aligned) data is not supported yet: the test split must be folders "
+            "of source and target images; set eval.every_epochs: 0 and score the export with `main.py eval`."
+        )
     search = cfg.search
     if search.criterion == "miou" and search.labels is None:
         raise ConfigError("search.criterion miou needs search.labels (the ground-truth label maps of search.source).")

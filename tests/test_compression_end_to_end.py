@@ -28,6 +28,7 @@ def compression_raw(tmp_path, teacher_run, teacher_yaml, **sections):
                   "student": {"filters": 8, "num_blocks": 3, "candidates": CANDIDATES},
                   "discriminator": {"filters": 4, "num_layers": 2}, "head": {"units": 8, "num_patches": 16}},
         "train": {"epochs": 1, "decay_epochs": 1, "batch_size": 1, "learning_rate": 1e-3},
+        "eval": {"every_epochs": 1, "metrics": ["fid"]},
         "search": {"budget": BUDGET, "criterion": "teacher_psnr", "population_size": 6, "generations": 2,
                    "after_training": True, "max_images": 4},
         "log": {"run_dir": str(tmp_path / "student"), "num_samples": 2, "checkpoint_every_epochs": 1, "verbose": 0},
@@ -48,7 +49,7 @@ def trained(tmp_path_factory):
                        train={"epochs": 1, "decay_epochs": 0}, log={"run_dir": str(tmp / "teacher")})
     teacher_yaml = write_yaml(tmp / "teacher.yaml", teacher)
     cfg = config_from_dict(compression_raw(tmp, tmp / "teacher", teacher_yaml))
-    run_dir = train(cfg, progress=False)  # trains the teacher first (it does not exist yet)
+    run_dir = train(cfg, progress=False, feature_extractor=TinyExtractor())  # trains the teacher first
     return tmp, RunDir(run_dir), cfg
 
 
@@ -66,6 +67,16 @@ def test_teacher_trained_first_then_student_searched_and_exported(trained):
     assert marker["channel_config"] == result["chosen"]
     log = (run.search / "search.log").read_text().splitlines()
     assert len(log) == 1 + cfg.search.generations  # the first population, then one line per generation
+
+
+def test_periodic_evaluation_scores_the_widest_and_the_smallest(trained):
+    _, run, cfg = trained
+    records = [json.loads(line) for line in run.eval_jsonl.read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    for record in records:
+        assert np.isfinite(record["fid"]) and np.isfinite(record["fid_smallest"])
+        assert record["fid"] != record["fid_smallest"]  # two different sub-networks were translated
+    assert json.loads(run.best_json.read_text())["metric"] == "fid"
 
 
 def test_heads_and_adaptors_are_checkpointed(trained):
@@ -168,7 +179,7 @@ def test_paired_data_trains_with_a_conditional_discriminator(trained, tmp_path):
                                  "student": {"filters": 8, "num_blocks": 3, "candidates": CANDIDATES},
                                  "discriminator": {"filters": 4, "num_layers": 2},
                                  "head": {"units": 8, "num_patches": 16}},
-                          loss={"gan_mode": "hinge"}, search={"after_training": False},
+                          loss={"gan_mode": "hinge"}, search={"after_training": False}, eval={"every_epochs": 0},
                           train={"epochs": 1, "decay_epochs": 0})
     run_dir = train(config_from_dict(raw), progress=False)
     cfg = load_run_config(run_dir)

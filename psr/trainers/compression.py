@@ -189,6 +189,11 @@ class CompressionTrainer(Trainer):
         rows = [np.concatenate(list(cols), axis=1) for cols in zip(*columns)]
         return np.concatenate(rows, axis=0)
 
+    def evaluated_configs(self) -> list[tuple[str, tuple[int, ...]]]:
+        """`(label, config)` of the sub-networks periodic evaluation scores: widest first (spec §5.3)."""
+        configs = self.grid_configs()
+        return list(zip(("widest", "smallest")[: len(configs)], configs))
+
     def grid_configs(self) -> list[tuple[int, ...]]:
         """The configurations shown and evaluated during training: the widest and the narrowest (spec §5.3)."""
         if self.fixed_config is not None:
