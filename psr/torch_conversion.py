@@ -88,6 +88,56 @@ def import_torch_multimodal(checkpoint: Path, cfg, output: Path, export: bool = 
     return output
 
 
+def embed_subnetwork(supernet, sub) -> None:
+    """Writes a fixed-width sub-network's weights into the leading slices of a supernet (zeros elsewhere), so
+    the supernet at the sub-network's config computes exactly what the sub-network computes."""
+    import numpy as np
+
+    for source, target in zip(sub._conv_layers(), supernet._conv_layers()):
+        for weight, slot in zip(source.weights, target.weights):
+            value = np.asarray(weight)
+            full = np.zeros(tuple(slot.shape), value.dtype)
+            full[tuple(slice(0, n) for n in value.shape)] = value
+            slot.assign(full)
+
+
+def import_torch_compressed(checkpoint: Path, cfg, output: Path, export: bool = False) -> Path:
+    """A released GAN-compression student (`sub_mobile_resnet` at its config, or a `super_mobile_resnet`
+    supernet) → a compression run directory whose export / translate / eval use that sub-network."""
+    from psr.builders import build_compression_student
+    from psr.compression import export_subnetwork, select_network
+    from psr.models.profile import format_channel_config
+    from psr.models.torch_import import (
+        infer_mobile_resnet_args,
+        load_torch_state_dict,
+        mobile_generator_from_torch_state_dict,
+    )
+
+    state_dict = load_torch_state_dict(checkpoint)
+    args = infer_mobile_resnet_args(state_dict)
+    filters = max(args["config"])
+    student = dataclasses.replace(cfg.model.student, num_blocks=args["num_blocks"],
+                                  filters=max(filters, cfg.model.student.filters))
+    if args["config"] != (student.filters,) * 8:  # a sub-network: the run always uses its config
+        student = dataclasses.replace(student, fixed_config=format_channel_config(args["config"]))
+    cfg = dataclasses.replace(cfg, model=dataclasses.replace(cfg.model, student=student),
+                              log=dataclasses.replace(cfg.log, run_dir=str(output)))
+    sub = mobile_generator_from_torch_state_dict(state_dict)
+    supernet = build_compression_student(cfg.model, cfg.data.crop_size, args["input_channels"])
+    embed_subnetwork(supernet, sub)
+    select_network(supernet, output, cfg, config=args["config"])
+    with staged_folder(output) as staging:
+        run = RunDir(staging)
+        atomic_write_json(run.marker, {"psr": "run"})
+        atomic_write_text(run.config, dump_config(cfg, {"imported_from": str(checkpoint)}))
+        with os_errors(run.checkpoints_latest):
+            write_checkpoint(run.checkpoints_latest, 0, 0, supernet)
+        atomic_write_json(run.imported_from, {"checkpoint": str(checkpoint.resolve()), "sha256": _sha256(checkpoint)})
+        if export:
+            export_subnetwork(supernet, run.export, cfg.export.pad_multiple)
+    return output
+
+
 def import_torch_generator(
     checkpoint: Union[str, Path],
     spec: Union[str, Path],
@@ -117,6 +167,8 @@ def import_torch_generator(
     _check_new_output(output, checkpoint, spec)
     if cfg.method == "stargan2":
         return import_torch_multimodal(checkpoint, cfg, output, export=export)
+    if cfg.method == "compression":
+        return import_torch_compressed(checkpoint, cfg, output, export=export)
     state_dict = load_torch_state_dict(checkpoint)
     g = cfg.model.generator
     expected = None if infer_architecture else {

@@ -170,3 +170,31 @@ def test_mismatched_state_dict_is_refused_before_assigning():
     assert all(np.array_equal(a, np.asarray(w)) for a, w in zip(before, model.weights))
     with pytest.raises(CheckpointError, match="not a GAN-compression mobile ResNet"):
         infer_mobile_resnet_args({"model.1.weight": np.zeros((4, 3, 7, 7))})
+
+
+def test_import_torch_cli_makes_a_compression_run_of_a_released_student(tmp_path):
+    import tensorflow as tf
+    import yaml
+
+    from psr import cli
+    from psr.config import load_run_config
+
+    torch.manual_seed(4)
+    reference = TorchSubMobileResnet(CONFIG, NUM_BLOCKS).eval()
+    checkpoint = tmp_path / "latest_net_G.pth"
+    torch.save(reference.state_dict(), checkpoint)
+    spec = tmp_path / "spec.yaml"
+    spec.write_text(yaml.safe_dump({
+        "method": "compression", "data": {"load_size": 32, "crop_size": 32},
+        "model": {"teacher": {"run": str(tmp_path / "no_teacher")}, "student": {"filters": 8, "candidates": [8, 4]},
+                  "head": {"num_patches": 64}},
+    }))
+    out = tmp_path / "run"
+    assert cli.main(["import-torch", str(checkpoint), "--spec", str(spec), "-o", str(out), "--export"]) == 0
+    cfg = load_run_config(out)
+    assert cfg.model.student.fixed_config == "_".join(map(str, CONFIG))
+    x = np.random.default_rng(5).uniform(-1, 1, (2, 32, 32, 3)).astype("float32")
+    with torch.no_grad():
+        want = reference(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy().transpose(0, 2, 3, 1)
+    served = tf.saved_model.load(str(out / "export")).signatures["serving_default"](images=tf.constant(x))["images"]
+    assert np.abs(served.numpy() - want).max() <= TOLERANCE
