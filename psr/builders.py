@@ -382,10 +382,6 @@ def build_compression_trainer(
     except ValueError as err:
         raise ConfigError(f"model.teacher.layers {layers} does not fit the teacher: {err}") from None
     student = build_compression_student(model, crop, channels)
-    if model.student.init_from:
-        from psr.trainers.checkpoints import restore_generator
-
-        restore_generator(model.student.init_from, student)  # the fine-tune starts from the supernet's weights
     stream = student.max_widths[2]
     head_width = max(max(teacher_channels), stream)
     head_cfg = model.head
@@ -424,4 +420,41 @@ def build_compression_trainer(
     g_opt, d_opt, h_opt = optimizers or build_optimizers(train, inputs.steps_per_epoch)
     trainer.compile(g_opt, d_opt, h_opt, jit_compile=train.jit_compile)
     trainer.build_all(image_size=min(crop, 64), channels=channels)
+    if model.student.init_from:
+        start_from_run(trainer, model.student.init_from)
     return trainer
+
+
+def start_from_run(trainer, run_dir: str) -> None:
+    """Fine-tune start (spec §5.4): the student and D of a compression run's newest checkpoint; adaptors, heads,
+    optimisers and Γ start anew. A run without trainer state (an imported student) gives the student only."""
+    import dataclasses
+    import sys
+
+    from psr.config import load_run_config
+    from psr.trainers.checkpoints import TRAINER_FILE, latest_checkpoint, restore_generator
+
+    source_cfg = load_run_config(run_dir)
+    if source_cfg.method != "compression":
+        raise ConfigError(f"model.student.init_from {run_dir} is a {source_cfg.method} run; name a compression run.")
+    path = latest_checkpoint(run_dir)
+    if path is None:
+        raise ConfigError(f"model.student.init_from {run_dir} has no checkpoint yet; train that run first.")
+    if not (path / TRAINER_FILE).is_file():
+        restore_generator(run_dir, trainer.student)
+        print(f"{path} holds no discriminator; the fine-tune starts D afresh.", file=sys.stderr)
+        return
+    source_student = dataclasses.replace(source_cfg.model.student, init_from=None)
+    source = build_compression_trainer(
+        dataclasses.replace(source_cfg.model, student=source_student), source_cfg.loss, source_cfg.train,
+        TrainerInputs(source_cfg.data.crop_size, steps_per_epoch=1, paired=source_cfg.data.kind == "aligned"),
+    )
+    source.load_weights(str(path / TRAINER_FILE))
+    for name in ("student", "discriminator"):
+        mine, theirs = getattr(trainer, name), getattr(source, name)
+        shapes = [tuple(w.shape) for w in mine.weights], [tuple(w.shape) for w in theirs.weights]
+        if shapes[0] != shapes[1]:
+            raise ConfigError(f"model.student.init_from {run_dir}: its {name} has other shapes than this run's; "
+                              f"use the same model.student and model.discriminator settings.")
+        for target, value in zip(mine.weights, theirs.weights):
+            target.assign(value)

@@ -190,3 +190,24 @@ def test_paired_data_trains_with_a_conditional_discriminator(trained, tmp_path):
     trainer = build_compression_trainer(cfg.model, cfg.loss, cfg.train, TrainerInputs(16, 4, paired=True))
     assert trainer.conditional and trainer.recon_target == "ground_truth"
     assert trainer.discriminator.input_channels == 6
+
+
+def test_fine_tune_starts_from_the_supernet_student_and_discriminator(trained):
+    import dataclasses
+
+    from psr.builders import build_compression_trainer
+    from psr.methods import TrainerInputs
+    from psr.trainers.checkpoints import TrainingState
+
+    _, run, cfg = trained
+    chosen = json.loads((run.search / RESULT_FILE).read_text())["chosen"]
+    student = dataclasses.replace(cfg.model.student, fixed_config=chosen, init_from=str(run.path))
+    fine = build_compression_trainer(dataclasses.replace(cfg.model, student=student), cfg.loss, cfg.train,
+                                     TrainerInputs(16, steps_per_epoch=8))
+    source = build_compression_trainer(cfg.model, cfg.loss, cfg.train, TrainerInputs(16, steps_per_epoch=8))
+    TrainingState(run.checkpoints, source, steps_per_epoch=8).restore()
+    for name in ("student", "discriminator"):
+        for a, b in zip(getattr(fine, name).weights, getattr(source, name).weights):
+            np.testing.assert_array_equal(np.asarray(a), np.asarray(b))
+    assert fine.completed_steps == 0 and source.completed_steps > 0
+    assert fine.grid_configs() == [tuple(int(v) for v in chosen.split("_"))]
