@@ -350,7 +350,7 @@ def load_teacher(teacher: TeacherConfig):
     from psr.trainers.checkpoints import latest_checkpoint
 
     if latest_checkpoint(teacher.run, teacher.checkpoint) is None:
-        hint = f" or set model.teacher.experiment to the YAML that trains it" if teacher.experiment is None else ""
+        hint = " or set model.teacher.experiment to the YAML that trains it" if teacher.experiment is None else ""
         raise ConfigError(
             f"model.teacher.run {teacher.run} holds no {teacher.checkpoint} checkpoint; train the teacher there "
             f"(`main.py run`), convert a PyTorch resnet_9blocks generator into it (`main.py import-torch`){hint}."

@@ -43,7 +43,7 @@ def test_files_without_method_are_inferred_and_sincut_has_its_defaults():
 
 
 def test_unknown_method_and_wrong_data_kind_are_one_line_errors():
-    with pytest.raises(ConfigError, match=r"method: 'cutt' is not a known method \(cut, sincut, stargan2\)\. Did you mean 'cut'\?"):
+    with pytest.raises(ConfigError, match=r"method: 'cutt' is not a known method \(cut, sincut, stargan2, compression\)\. Did you mean 'cut'\?"):
         config_from_dict({"method": "cutt"})
     with pytest.raises(ConfigError, match="method 'cut' trains on data.kind unaligned, got 'single_image'"):
         config_from_dict({"method": "cut", "data": {"kind": "single_image"}})

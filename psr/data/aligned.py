@@ -24,9 +24,9 @@ import tensorflow as tf
 from PIL import Image
 
 from psr.data.images import list_images, read_image, verify_images
-from psr.data.unaligned import resize_for_test, rounded_size, transform_image
+from psr.data.unaligned import check_loader_arguments, resize_for_test, rounded_size, transform_image
 from psr.errors import DatasetError
-from psr.registry import DIRECTIONS, PREPROCESS_MODES
+from psr.registry import DIRECTIONS
 
 PHASES = ("train", "val", "test")
 
@@ -138,31 +138,8 @@ class AlignedDataset:
         seed: int | None = None,
     ):
         # === Argument checks ===
-        if direction not in DIRECTIONS:
-            raise ValueError(f"`direction` must be one of {DIRECTIONS}. Received: direction={direction!r}")
-        if phase not in PHASES:
-            raise ValueError(f"`phase` must be one of {PHASES}. Received: phase={phase!r}")
-        if preprocess not in PREPROCESS_MODES:
-            raise ValueError(
-                f"`preprocess` must be one of {PREPROCESS_MODES}. Received: preprocess={preprocess!r}"
-            )
-        if not isinstance(crop_size, int) or crop_size <= 0 or crop_size % 4:
-            raise ValueError(f"`crop_size` must be a positive multiple of 4. Received: crop_size={crop_size}")
-        if not isinstance(load_size, int) or load_size < crop_size:
-            raise ValueError(
-                f"`load_size` must be an integer >= crop_size ({crop_size}). Received: load_size={load_size}"
-            )
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size}")
-        if max_dataset_size is not None and max_dataset_size <= 0:
-            raise ValueError(
-                f"`max_dataset_size` must be positive or None. Received: max_dataset_size={max_dataset_size}"
-            )
-        if preprocess == "none" and batch_size != 1:
-            raise DatasetError(
-                f"preprocess 'none' keeps each image's own size, so batch_size must be 1 (got {batch_size}); "
-                "set batch_size to 1 or use preprocess 'resize_and_crop'"
-            )
+        check_loader_arguments(direction, phase, PHASES, preprocess, crop_size, load_size, batch_size,
+                               max_dataset_size)
 
         self.root = os.fspath(root)
         self.direction = direction

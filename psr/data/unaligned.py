@@ -116,6 +116,37 @@ def transform_image(
 # === Training dataset ===
 
 
+def check_loader_arguments(direction, phase, phases, preprocess, crop_size, load_size, batch_size,
+                           max_dataset_size) -> None:
+    """The argument checks shared by the unaligned and the aligned training data (`ValueError`s for code
+    mistakes, a `DatasetError` for a setting the data cannot meet)."""
+    if direction not in DIRECTIONS:
+        raise ValueError(f"`direction` must be one of {DIRECTIONS}. Received: direction={direction!r}")
+    if phase not in phases:
+        raise ValueError(f"`phase` must be one of {phases}. Received: phase={phase!r}")
+    if preprocess not in PREPROCESS_MODES:
+        raise ValueError(
+            f"`preprocess` must be one of {PREPROCESS_MODES}. Received: preprocess={preprocess!r}"
+        )
+    if not isinstance(crop_size, int) or crop_size <= 0 or crop_size % _SIZE_MULTIPLE:
+        raise ValueError(f"`crop_size` must be a positive multiple of 4. Received: crop_size={crop_size}")
+    if not isinstance(load_size, int) or load_size < crop_size:
+        raise ValueError(
+            f"`load_size` must be an integer >= crop_size ({crop_size}). Received: load_size={load_size}"
+        )
+    if not isinstance(batch_size, int) or batch_size <= 0:
+        raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size}")
+    if max_dataset_size is not None and max_dataset_size <= 0:
+        raise ValueError(
+            f"`max_dataset_size` must be positive or None. Received: max_dataset_size={max_dataset_size}"
+        )
+    if preprocess == "none" and batch_size != 1:
+        raise DatasetError(
+            f"preprocess 'none' keeps each image's own size, so batch_size must be 1 (got {batch_size}); "
+            "set batch_size to 1 or use preprocess 'resize_and_crop'"
+        )
+
+
 class UnalignedDataset:
     """Unpaired images of two domains, as the reference `UnalignedDataset`.
 
@@ -168,31 +199,8 @@ class UnalignedDataset:
         seed: int | None = None,
     ):
         # === Argument checks ===
-        if direction not in DIRECTIONS:
-            raise ValueError(f"`direction` must be one of {DIRECTIONS}. Received: direction={direction!r}")
-        if phase not in PHASES:
-            raise ValueError(f"`phase` must be one of {PHASES}. Received: phase={phase!r}")
-        if preprocess not in PREPROCESS_MODES:
-            raise ValueError(
-                f"`preprocess` must be one of {PREPROCESS_MODES}. Received: preprocess={preprocess!r}"
-            )
-        if not isinstance(crop_size, int) or crop_size <= 0 or crop_size % _SIZE_MULTIPLE:
-            raise ValueError(f"`crop_size` must be a positive multiple of 4. Received: crop_size={crop_size}")
-        if not isinstance(load_size, int) or load_size < crop_size:
-            raise ValueError(
-                f"`load_size` must be an integer >= crop_size ({crop_size}). Received: load_size={load_size}"
-            )
-        if not isinstance(batch_size, int) or batch_size <= 0:
-            raise ValueError(f"`batch_size` must be a positive integer. Received: batch_size={batch_size}")
-        if max_dataset_size is not None and max_dataset_size <= 0:
-            raise ValueError(
-                f"`max_dataset_size` must be positive or None. Received: max_dataset_size={max_dataset_size}"
-            )
-        if preprocess == "none" and batch_size != 1:
-            raise DatasetError(
-                f"preprocess 'none' keeps each image's own size, so batch_size must be 1 (got {batch_size}); "
-                "set batch_size to 1 or use preprocess 'resize_and_crop'"
-            )
+        check_loader_arguments(direction, phase, PHASES, preprocess, crop_size, load_size, batch_size,
+                               max_dataset_size)
 
         self.root = os.fspath(root)
         self.direction = direction

@@ -134,4 +134,45 @@ class Trainer(keras.Model):
         return bad
 
 
-__all__ = ["ScheduledValue", "Trainer", "translation_grid"]
+class AdversarialHeadTrainer(Trainer):
+    """The contract shared by trainers with three Adams (generator side, D, projection head) and a Γ variable
+    (CUT / SinCUT, compression): subclasses set `weight_temperature`, `gamma_schedule` and `trackers`."""
+
+    weight_temperature: keras.Variable
+    gamma_schedule: Optional[Callable[[int], float]] = None
+    trackers: dict
+
+    def compile(self, g_optimizer, d_optimizer, head_optimizer, jit_compile: bool = False, **kwargs):
+        """Wires the three optimisers: generator side, discriminator, projection head."""
+        super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
+        self.g_optimizer = g_optimizer
+        self.d_optimizer = d_optimizer
+        self.head_optimizer = head_optimizer
+
+    def build_optimizer_slots(self, generator_variables: list) -> None:
+        """Creates the optimisers' slots (after the networks are built), so a checkpoint restores them."""
+        if getattr(self, "g_optimizer", None) is not None:
+            self.g_optimizer.build(generator_variables)
+            self.d_optimizer.build(self.discriminator.trainable_variables)
+            self.head_optimizer.build(self.head.trainable_variables)
+
+    @property
+    def metrics(self):
+        return list(self.trackers.values())
+
+    @property
+    def step_counter(self) -> keras.Variable:
+        # One generator update per iteration: its optimiser counts the completed iterations.
+        return self.g_optimizer.iterations
+
+    def named_optimizers(self) -> dict:
+        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer, "head": self.head_optimizer}
+
+    def schedules(self) -> list:
+        if self.gamma_schedule is None:
+            return []
+        return [ScheduledValue(self.weight_temperature, self.gamma_schedule,
+                               {"Gamma": None, "gamma": lambda value: 1.0 / value})]
+
+
+__all__ = ["AdversarialHeadTrainer", "ScheduledValue", "Trainer", "translation_grid"]

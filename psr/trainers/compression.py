@@ -33,14 +33,14 @@ from psr.models.distillation import DistillationAdaptors, pad_channels
 from psr.models.mobile_resnet import ChannelConfigSampler, SuperMobileResnetGenerator
 from psr.models.profile import CONFIG_LENGTH
 from psr.registry import GAN_MODES
-from psr.trainers.base import ScheduledValue, Trainer
+from psr.trainers.base import AdversarialHeadTrainer
 from psr.trainers.distribution import global_batch_mean, num_replicas
 
 LOG_NAMES = ("d_loss", "d_real", "d_fake", "g_loss", "g_gan", "g_recon", "g_distill", "g_nce", "g_src")
 
 
 @keras.saving.register_keras_serializable(package="psr")
-class CompressionTrainer(Trainer):
+class CompressionTrainer(AdversarialHeadTrainer):
     """Distils a `SuperMobileResnetGenerator` from a frozen ResNet teacher (stage 1, or a fine-tune at one config).
 
     Args:
@@ -128,13 +128,6 @@ class CompressionTrainer(Trainer):
 
     # === Set-up ===
 
-    def compile(self, g_optimizer, d_optimizer, head_optimizer, jit_compile: bool = False, **kwargs):
-        """Three Adams: student + adaptors, D, heads (spec §5.2)."""
-        super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.head_optimizer = head_optimizer
-
     @property
     def generator_variables(self) -> list:
         return self.student.trainable_variables + self.adaptors.trainable_variables
@@ -148,35 +141,15 @@ class CompressionTrainer(Trainer):
         self._embed_queries(student_maps, ids)
         self.discriminator(self._judged(x, image))
         self(x)  # marks the trainer built (its variables all exist now)
-        if getattr(self, "g_optimizer", None) is not None:
-            self.g_optimizer.build(self.generator_variables)
-            self.d_optimizer.build(self.discriminator.trainable_variables)
-            self.head_optimizer.build(self.head.trainable_variables)
+        self.build_optimizer_slots(self.generator_variables)
 
     def call(self, images, training: bool = False):
         return self.student(images, training=training)
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
     # === Trainer contract ===
-
-    @property
-    def step_counter(self) -> keras.Variable:
-        return self.g_optimizer.iterations
-
-    def named_optimizers(self) -> dict:
-        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer, "head": self.head_optimizer}
 
     def inference_network(self) -> keras.Model:
         return self.student
-
-    def schedules(self) -> list:
-        if self.gamma_schedule is None:
-            return []
-        return [ScheduledValue(self.weight_temperature, self.gamma_schedule,
-                               {"Gamma": None, "gamma": lambda value: 1.0 / value})]
 
     def sample_grid(self, sources: np.ndarray, targets: np.ndarray) -> np.ndarray:
         """Rows of input | teacher | widest student | narrowest student | target sample."""

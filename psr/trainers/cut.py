@@ -26,7 +26,7 @@ from psr.losses.adversarial import discriminator_loss, generator_loss
 from psr.losses.patch_semantic import PatchSemanticObjective
 from psr.losses.regularizers import r1_penalty
 from psr.registry import GAN_MODES, REDUCTIONS
-from psr.trainers.base import ScheduledValue, Trainer
+from psr.trainers.base import AdversarialHeadTrainer
 from psr.trainers.distribution import global_batch_mean, num_replicas
 
 LOG_NAMES = ("d_loss", "d_real", "d_fake", "d_r1", "g_loss", "g_adv", "g_nce", "g_nce_idt", "g_src", "g_idt")
@@ -40,7 +40,7 @@ def translate_and_encode(generator, images, layer_ids):
 
 
 @keras.saving.register_keras_serializable(package="psr")
-class CUTTrainer(Trainer):
+class CUTTrainer(AdversarialHeadTrainer):
     """Generator/discriminator/projection-head training with hDCE (or DCE / PatchNCE) and SRC.
 
     Args:
@@ -118,13 +118,6 @@ class CUTTrainer(Trainer):
 
     # === Set-up ===
 
-    def compile(self, g_optimizer, d_optimizer, head_optimizer, jit_compile: bool = False, **kwargs):
-        """Wires the three Adam optimisers (G, D, head; spec §2)."""
-        super().compile(optimizer=None, jit_compile=jit_compile, **kwargs)
-        self.g_optimizer = g_optimizer
-        self.d_optimizer = d_optimizer
-        self.head_optimizer = head_optimizer
-
     def build_all(self, image_size: int = 32, channels: int = 3) -> None:
         """Creates every variable (networks, head, optimiser slots) before `fit` or a restore.
 
@@ -135,36 +128,15 @@ class CUTTrainer(Trainer):
         self.objective.keys(features)
         self.discriminator(x)
         self(x)
-        if getattr(self, "g_optimizer", None) is not None:
-            self.g_optimizer.build(self.generator.trainable_variables)
-            self.d_optimizer.build(self.discriminator.trainable_variables)
-            self.head_optimizer.build(self.head.trainable_variables)
+        self.build_optimizer_slots(self.generator.trainable_variables)
 
     def call(self, images, training: bool = False):
         return self.generator(images, training=training)
 
-    @property
-    def metrics(self):
-        return list(self.trackers.values())
-
     # === Trainer contract ===
-
-    @property
-    def step_counter(self) -> keras.Variable:
-        # One generator update per iteration: its optimiser counts the completed iterations.
-        return self.g_optimizer.iterations
-
-    def named_optimizers(self) -> dict:
-        return {"generator": self.g_optimizer, "discriminator": self.d_optimizer, "head": self.head_optimizer}
 
     def inference_network(self) -> keras.Model:
         return self.generator
-
-    def schedules(self) -> list:
-        if self.gamma_schedule is None:
-            return []
-        return [ScheduledValue(self.weight_temperature, self.gamma_schedule,
-                               {"Gamma": None, "gamma": lambda value: 1.0 / value})]
 
     def _discriminator_step(self, real_b, fake_b):
         """L_D = ½ (L_real + L_fake) [+ ½·λ_R1·R1] on the detached translation (spec §2, §4.7); applies D's update."""
