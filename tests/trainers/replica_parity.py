@@ -16,7 +16,8 @@ tf.config.set_logical_device_configuration(cpus[0], [tf.config.LogicalDeviceConf
 
 import keras  # noqa: E402
 
-from psr.builders import build_cut_trainer, build_stargan2_trainer  # noqa: E402
+import psr.builders  # noqa: E402
+from psr.builders import build_compression_trainer, build_cut_trainer, build_stargan2_trainer  # noqa: E402
 from psr.config import config_from_dict  # noqa: E402
 from psr.methods import TrainerInputs  # noqa: E402
 
@@ -48,12 +49,31 @@ METHODS = {
         # replica scaling shows in the logged values, which must match, and in the CUT/SinCUT parity).
         "loss": {"lambda_contrastive": 0.0, "lambda_src": 0.0},
     },
+    "compression": {
+        "method": "compression",
+        "data": {"crop_size": 16, "load_size": 16},
+        "model": {"teacher": {"run": "unused"}, "student": {"filters": 4, "num_blocks": 3, "candidates": [4, 2]},
+                  "discriminator": {"filters": 4, "num_layers": 2}, "head": {"units": 8, "num_patches": 16}},
+        "loss": {"lambda_contrastive": 0.1, "lambda_src": 10.0},
+    },
 }
+
+
+def tiny_teacher(_teacher_cfg):
+    from psr.models.resnet_generator import ResnetGenerator
+
+    keras.utils.set_random_seed(7)
+    return ResnetGenerator(filters=4, num_blocks=3, antialias=False, antialias_up=False)
+
+
+psr.builders.load_teacher = tiny_teacher  # no teacher run directory in this subprocess
 
 
 def networks(trainer):
     if trainer.__class__.__name__ == "StarGAN2Trainer":
         return [trainer.generator, trainer.mapping, trainer.style_encoder, trainer.discriminator]
+    if trainer.__class__.__name__ == "CompressionTrainer":
+        return [trainer.student, trainer.discriminator, trainer.adaptors, trainer.head]
     return [trainer.generator, trainer.discriminator, trainer.head]
 
 
@@ -65,6 +85,9 @@ def build(cfg, strategy, weights=None):
             sgd = {name: keras.optimizers.SGD(1e-2) for name in
                    ("generator", "mapping", "style_encoder", "discriminator", "head")}
             trainer = build_stargan2_trainer(cfg.model, cfg.loss, cfg.train, inputs, optimizers=sgd)
+        elif cfg.method == "compression":
+            sgd = [keras.optimizers.SGD(1e-3) for _ in range(3)]
+            trainer = build_compression_trainer(cfg.model, cfg.loss, cfg.train, inputs, optimizers=sgd)
         else:
             sgd = [keras.optimizers.SGD(1e-3) for _ in range(3)]
             trainer = build_cut_trainer(cfg.model, cfg.loss, cfg.train, inputs, optimizers=sgd)

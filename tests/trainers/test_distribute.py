@@ -34,7 +34,7 @@ def _run_parity(method: str) -> dict:
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
-@pytest.mark.parametrize("method", ["cut", "sincut", "stargan2"])
+@pytest.mark.parametrize("method", ["cut", "sincut", "stargan2", "compression"])
 def test_two_replicas_update_like_one_device(method):
     result = _run_parity(method)
     assert result["replicas"] == 2
