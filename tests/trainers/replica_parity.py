@@ -125,11 +125,12 @@ def main(method: str) -> None:
         for w0, w1, w2 in zip(initial, net_single.get_weights(), net_mirrored.get_weights()):
             worst = max(worst, float(np.max(np.abs((w2 - w0) - (w1 - w0)))))
             net_largest = max(net_largest, float(np.max(np.abs(w1 - w0))))
-        # CUT/SinCUT: relative to the largest update of all networks; stargan2 (five networks whose updates
-        # differ by orders of magnitude): relative to each network's own.
-        relative = max(relative, worst / max(net_largest, 1e-30)) if method == "stargan2" else max(relative, worst)
+        # CUT/SinCUT: relative to the largest update of all networks; stargan2 and compression (networks whose
+        # updates differ by orders of magnitude): relative to each network's own.
+        per_network = method in ("stargan2", "compression")
+        relative = max(relative, worst / max(net_largest, 1e-30)) if per_network else max(relative, worst)
         largest = max(largest, net_largest)
-    if method != "stargan2":
+    if method not in ("stargan2", "compression"):
         relative /= largest
     ema = {}
     if method == "stargan2":  # EMA moves by 1e-3 of an update, below float32's resolution of the weights: compare values
