@@ -77,6 +77,25 @@ class InstanceNormalization(keras.layers.Layer):
         return {**super().get_config(), "epsilon": self.epsilon}
 
 
+def leaky_relu(x, negative_slope: float = 0.2):
+    """Leaky ReLU as a select: the values of `ops.leaky_relu`, and its gradient (the slope where x ≤ 0).
+
+    Not the `LeakyRelu` op, because with oneDNN TensorFlow's grappler remapper fuses Conv2D + BiasAdd +
+    LeakyRelu in a training graph and then fails on the `LeakyReluGrad` (or recomputation) that reads the
+    same BiasAdd ("remapper failed: INVALID_ARGUMENT: Mutation::Apply error: fanout … for missing node
+    …/BiasAdd"), after which it applies none of its rewrites to the step. A select is not fused.
+    """
+    return ops.where(x > 0, x, x * ops.cast(negative_slope, x.dtype))
+
+
+@keras.saving.register_keras_serializable(package="psr")
+class LeakyReLU(keras.layers.LeakyReLU):
+    """`keras.layers.LeakyReLU` computed by `leaky_relu` (same values and gradients; see there why)."""
+
+    def call(self, inputs):
+        return leaky_relu(inputs, self.negative_slope)
+
+
 def instance_norm(name: str) -> InstanceNormalization:
     """PyTorch `InstanceNorm2d(affine=False)` with its epsilon 1e-5 (Keras' GroupNormalization default is 1e-3)."""
     return InstanceNormalization(epsilon=INSTANCE_NORM_EPSILON, name=name)

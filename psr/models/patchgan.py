@@ -21,6 +21,7 @@ import keras
 from psr.models.fused import run_layers
 from psr.models.layers import (
     BlurDownsample,
+    LeakyReLU,
     ZeroPaddedConv2D,
     conv_kernel_initializer,
     instance_norm,
@@ -109,7 +110,7 @@ class PatchGANDiscriminator(keras.Model):
         self.sequence.append(conv)
 
     def _add_leaky_relu(self) -> None:
-        self.sequence.append(keras.layers.LeakyReLU(negative_slope=0.2, name=self._op_name("lrelu")))
+        self.sequence.append(LeakyReLU(negative_slope=0.2, name=self._op_name("lrelu")))
 
     def build(self, input_shape):
         shape = tuple(input_shape)

@@ -27,6 +27,7 @@ from psr.models.layers import (
     InstanceNormalization,
     ZeroPaddedConv2D,
     _check_positive_int,
+    leaky_relu,
 )
 
 LEAKY_RELU_SLOPE = 0.2
@@ -67,7 +68,7 @@ def _dense(units: int, in_features: int, name: str) -> keras.layers.Dense:
 
 
 def _leaky_relu(x):
-    return ops.leaky_relu(x, negative_slope=LEAKY_RELU_SLOPE)
+    return leaky_relu(x, LEAKY_RELU_SLOPE)  # a select, not the LeakyRelu op (see psr.models.layers.leaky_relu)
 
 
 def _upsample_nearest(x):

@@ -264,3 +264,19 @@ def test_gather_patches_uses_row_major_positions_and_the_same_ids_for_every_imag
         for n, position in enumerate(ids):
             h, w = divmod(int(position), 4)
             np.testing.assert_array_equal(out[b, n], feature[b, h, w])
+
+
+def test_leaky_relu_select_equals_the_op_in_value_and_gradient():
+    import tensorflow as tf
+
+    from psr.models.layers import LeakyReLU, leaky_relu
+
+    x = tf.constant([-2.0, -0.5, 0.0, 0.5, 3.0])
+    with tf.GradientTape(persistent=True) as tape:
+        tape.watch(x)
+        ours, reference = leaky_relu(x, 0.2), tf.nn.leaky_relu(x, 0.2)
+    np.testing.assert_array_equal(ours.numpy(), reference.numpy())
+    np.testing.assert_array_equal(tape.gradient(ours, x).numpy(), tape.gradient(reference, x).numpy())  # 0.2 at 0
+    layer = LeakyReLU(negative_slope=0.2)
+    np.testing.assert_array_equal(layer(x).numpy(), reference.numpy())
+    assert LeakyReLU.from_config(layer.get_config()).negative_slope == 0.2
