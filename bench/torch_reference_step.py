@@ -364,6 +364,8 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first step")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = PyTorch default)")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="autocast: bfloat16 on CPU (float16 on CUDA is not measured here: no GPU)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -376,6 +378,10 @@ def main() -> None:
     real_a = torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1
     real_b = torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1
 
+    # The like-for-like mixed precision of bench/train_step.py --mixed-precision: bf16 autocast of every op
+    # autocast covers (convs, matmuls), the rest in float32.
+    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mixed_precision)
+    autocast.__enter__()
     # First iteration as the official train.py: data_dependent_initialize, setup, then optimize_parameters.
     start = time.perf_counter()
     model.set_input(real_a, real_b)
@@ -392,6 +398,7 @@ def main() -> None:
         model.optimize_parameters()
         model.loss_g.item()  # CPU ops are synchronous; kept for symmetry with bench/train_step.py
         times.append(time.perf_counter() - start)
+    autocast.__exit__(None, None, None)
     losses = {"D": model.loss_d.item(), "G": model.loss_g.item()}
     losses.update({name: float(value) for name, value in model.losses.items()})
     bad = [name for name, value in losses.items() if not math.isfinite(value)]
@@ -400,7 +407,7 @@ def main() -> None:
     times.sort()
     result = {
         "framework": "pytorch", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-        "size": args.size, "batch": args.batch, "steps": args.steps,
+        "size": args.size, "batch": args.batch, "steps": args.steps, "mixed_precision": args.mixed_precision,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3) if times else None,
         "min_s_per_step": round(times[0], 3) if times else None,

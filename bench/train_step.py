@@ -2,7 +2,8 @@
 
     python bench/train_step.py --size 128 --steps 5            # eager-graph (tf.function) step
     python bench/train_step.py --size 256 --steps 3 --jit      # the same step compiled with XLA
-    python bench/train_step.py --size 128 --no-fused           # plain Keras layers (model.*.fused=false)
+    python bench/train_step.py --size 128 --fused false        # plain Keras layers (default: auto, see psr/models/fused.py)
+    python bench/train_step.py --size 128 --mixed-precision    # mixed_bfloat16 (train.mixed_precision: true)
     python bench/torch_reference_step.py --size 128 --steps 5  # the official PyTorch step, for comparison
 
 The network is the official one: ResNet generator ngf 64 with 9 blocks, PatchGAN, five NCE layers × 256
@@ -33,9 +34,11 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after one warm-up step")
     parser.add_argument("--jit", action="store_true", help="compile the step with XLA")
     parser.add_argument("--batch", type=int, default=1)
-    parser.add_argument("--no-fused", action="store_true",
-                        help="plain Keras layers instead of the fused conv units "
-                             "(model.generator.fused=false, model.discriminator.fused=false)")
+    parser.add_argument("--fused", choices=("auto", "true", "false"), default="auto",
+                        help="model.generator.fused and model.discriminator.fused (auto: by device and precision)")
+    parser.add_argument("--no-fused", action="store_true", help="the same as --fused false")
+    parser.add_argument("--mixed-precision", action="store_true",
+                        help="train.mixed_precision: true (mixed_bfloat16; the losses stay float32)")
     parser.add_argument("--intra-op", type=int, default=0, help="intra-op threads (0 = TensorFlow default)")
     parser.add_argument("--inter-op", type=int, default=0, help="inter-op threads (0 = TensorFlow default)")
     parser.add_argument("--malloc-arenas", type=int, default=None,
@@ -53,17 +56,20 @@ def main() -> None:
         tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
     if args.inter_op:
         tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-    from psr.builders import build_cut_trainer
     from psr.config import load_experiment
-    from psr.methods import TrainerInputs
+    from psr.experiment import build_trainer
+    from psr.methods import TrainerInputs, get_method
+    from psr.models.fused import onednn_enabled
 
+    fused = "false" if args.no_fused else args.fused
     experiment = Path(__file__).resolve().parents[1] / "experiments" / "horse2zebra.yaml"
     cfg = load_experiment(experiment, [f"train.batch_size={args.batch}", f"data.crop_size={args.size}",
                                        f"data.load_size={args.size}", f"train.jit_compile={str(args.jit).lower()}",
-                                       f"model.generator.fused={str(not args.no_fused).lower()}",
-                                       f"model.discriminator.fused={str(not args.no_fused).lower()}"])
-    trainer = build_cut_trainer(cfg.model, cfg.loss, cfg.train,
-                                TrainerInputs(image_size=args.size, steps_per_epoch=1000, seed=0))
+                                       f"model.generator.fused={fused}", f"model.discriminator.fused={fused}",
+                                       f"train.mixed_precision={str(args.mixed_precision).lower()}"])
+    # As `main.py run` builds it: under the run's dtype policy, in the default strategy's scope.
+    trainer = build_trainer(get_method(cfg.method), cfg.model, cfg.loss, cfg.train,
+                            TrainerInputs(image_size=args.size, steps_per_epoch=1000, seed=0), tf.distribute.get_strategy())
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)
     y = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=2)
@@ -78,9 +84,11 @@ def main() -> None:
         times.append(time.perf_counter() - start)
     times.sort()
     result = {
-        "size": args.size, "batch": args.batch, "jit_compile": args.jit, "fused": not args.no_fused,
+        "size": args.size, "batch": args.batch, "jit_compile": args.jit, "fused_setting": fused,
+        "fused": bool(trainer.generator.fused), "mixed_precision": args.mixed_precision,
         "steps": args.steps,
-        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "inter_op": args.inter_op,
+        "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"), "onednn_enabled": onednn_enabled(),
+        "inter_op": args.inter_op,
         "malloc_arenas": arenas,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3), "min_s_per_step": round(times[0], 3),

@@ -31,6 +31,7 @@ from psr.losses.contrastive import DCELoss, HardDCELoss, PatchNCELoss
 from psr.losses.patch_semantic import PatchSemanticObjective
 from psr.losses.semantic_relation import SemanticRelationLoss
 from psr.methods import TrainerInputs
+from psr.models.fused import resolve_fused
 from psr.models.layers import PatchSampler
 from psr.models.patchgan import PatchGANDiscriminator
 from psr.models.projection_head import PatchMLPHead
@@ -46,7 +47,7 @@ from psr.trainers.cut import CUTTrainer
 def resnet_generator(cfg: GeneratorConfig, channels: int, crop_size: int) -> keras.Model:
     return ResnetGenerator(
         input_channels=channels, output_channels=channels, filters=cfg.filters, num_blocks=cfg.num_blocks,
-        antialias=cfg.antialias, antialias_up=cfg.antialias_up, fused=cfg.fused,
+        antialias=cfg.antialias, antialias_up=cfg.antialias_up, fused=resolve_fused(cfg.fused),
     )
 
 
@@ -61,7 +62,7 @@ def stylegan2_generator(cfg: GeneratorConfig, channels: int, crop_size: int) -> 
 def patchgan_discriminator(cfg: DiscriminatorConfig, channels: int, crop_size: int) -> keras.Model:
     return PatchGANDiscriminator(
         input_channels=channels, filters=cfg.filters, num_layers=cfg.num_layers, antialias=cfg.antialias,
-        fused=cfg.fused,
+        fused=resolve_fused(cfg.fused),
     )
 
 

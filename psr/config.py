@@ -97,8 +97,9 @@ class GeneratorConfig:
     antialias: bool = True  # resnet only
     antialias_up: bool = True  # resnet only
     # resnet only: conv units that keep one activation per conv and recompute norms/activations in the
-    # backward pass (same values; ~25% less memory, faster gradients on CPU). false = plain layers.
-    fused: bool = True
+    # backward pass (same values; ~25% less memory, faster gradients on AVX2 CPUs). false = plain layers;
+    # auto = fused where measured faster (float32 without oneDNN), plain otherwise (`psr.models.fused`).
+    fused: Any = field(default="auto", metadata={"bool_or_auto": True})
     num_downsampling: int = field(default=1, metadata={"min": 0})  # stylegan2 only
 
 
@@ -110,7 +111,7 @@ class DiscriminatorConfig:
     filters: int = field(default=64, metadata={"min": 1})  # ndf
     num_layers: int = field(default=3, metadata={"min": 1})
     antialias: bool = True
-    fused: bool = True  # patchgan only: conv units as model.generator.fused
+    fused: Any = field(default="auto", metadata={"bool_or_auto": True})  # patchgan only: as model.generator.fused
 
 
 @dataclass(frozen=True)
@@ -469,6 +470,10 @@ def _coerce(value: Any, tp: Any, key: str, meta: dict) -> Any:
             return None
         raise ConfigError(f"{key}: null is not allowed; expected {_type_name(tp)}.")
     tp = inner
+    if meta.get("bool_or_auto"):
+        if not (isinstance(value, bool) or value == "auto"):
+            raise ConfigError(f"{key}: expected true, false or auto, got {value!r}.")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             raise ConfigError(f"{key}: expected a mapping of {tp.__name__} fields, got {value!r}.")

@@ -32,7 +32,9 @@ def check_timings(result: dict, size: int, batch: int = 1) -> None:
 def test_train_step_benchmark_reports_time_and_memory():
     result = run_bench("train_step.py", "--size", "32", "--steps", "1")
     check_timings(result, 32)
-    assert result["fused"] is True and result["jit_compile"] is False
+    # fused: auto = fused units in float32 unless oneDNN runs (psr.models.fused.fused_units_pay).
+    assert result["fused_setting"] == "auto" and result["fused"] is (not result["onednn_enabled"])
+    assert result["jit_compile"] is False and result["mixed_precision"] is False
     assert result["malloc_arenas"] == 1  # the same host-memory setting as `main.py run`
 
 

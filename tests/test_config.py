@@ -72,7 +72,7 @@ def test_unknown_key_without_a_close_match_lists_valid_keys():
         ({"train": {"batch_size": 2.5}}, "train.batch_size: expected an integer, got 2.5."),
         ({"train": {"jit_compile": "yes"}}, "train.jit_compile: expected true or false, got 'yes'."),
         ({"loss": {"temperature": 0}}, "loss.temperature: must be > 0.0, got 0.0."),
-        ({"loss": {"gan_mode": "lsgna"}}, "loss.gan_mode: 'lsgna' is not one of lsgan, nonsaturating. Did you mean 'lsgan'?"),
+        ({"loss": {"gan_mode": "lsgna"}}, "loss.gan_mode: 'lsgna' is not one of lsgan, nonsaturating, hinge. Did you mean 'lsgan'?"),
         ({"train": {"beta_1": 1.0}}, "train.beta_1: must be < 1.0, got 1.0."),
         ({"data": {"root": None}}, "data.root: null is not allowed; expected str."),
         ({"model": {"generator": 3}}, "model.generator: expected a mapping of GeneratorConfig fields, got 3."),

@@ -51,6 +51,39 @@ THIN_OUTPUT_CHANNELS = 4
 LARGE_MAP_POSITIONS = 64 * 64
 
 
+# When the units pay, measured with `bench/train_step.py` (full horse→zebra step, batch 1, 128²; issue #16):
+#
+# | machine                          | precision       | fused units      | plain layers | auto picks |
+# |----------------------------------|-----------------|------------------|--------------|------------|
+# | AMD EPYC, AVX2 (oneDNN off)      | float32         | faster, −25% mem | slower       | fused      |
+# | Intel Xeon AVX-512/AMX (oneDNN)  | float32         | 1.45–1.53 s      | 1.26 s       | plain      |
+# | Intel Xeon AVX-512/AMX (oneDNN)  | mixed_bfloat16  | 6.18 s           | 0.75 s       | plain      |
+# | GPU                              | float32         | native kernels, less memory | —  | fused      |
+# | any                              | mixed precision | not measured faster         | —  | plain      |
+
+
+def onednn_enabled() -> bool:
+    """Whether TensorFlow runs its oneDNN CPU kernels in this process (on by default on AVX-512 machines)."""
+    from tensorflow.python.util import _pywrap_util_port
+
+    return bool(_pywrap_util_port.IsMklEnabled())
+
+
+def fused_units_pay(dtype_policy: str | None = None, onednn: bool | None = None) -> bool:
+    """The `fused: auto` choice for a dtype policy (default: Keras' current one) and oneDNN state (see the table)."""
+    policy = dtype_policy or keras.config.dtype_policy().name
+    if policy != "float32":
+        return False
+    if _cpu_kernels() and (onednn_enabled() if onednn is None else onednn):
+        return False
+    return True
+
+
+def resolve_fused(value) -> bool:
+    """`model.*.fused`: true / false as given, "auto" by `fused_units_pay()` under the current dtype policy."""
+    return fused_units_pay() if value == "auto" else bool(value)
+
+
 def _cpu_kernels() -> bool:
     """Whether the CPU formulations apply: no GPU visible, so TensorFlow places the convs on the CPU."""
     return not tf.config.list_logical_devices("GPU")

@@ -1,6 +1,8 @@
 """Tests of the fused conv units: the convolution kernels against a NumPy re-statement, and
 units / the fused ResNet generator against plain Keras autodiff."""
 
+import os
+
 import keras
 import numpy as np
 import pytest
@@ -262,10 +264,41 @@ def test_config_switch_reaches_the_generator():
     from psr.builders import build_discriminator, build_generator
     from psr.config import DiscriminatorConfig, GeneratorConfig
 
-    assert build_generator(GeneratorConfig(filters=4, num_blocks=1)).fused is True
+    auto = fused.fused_units_pay()
+    assert build_generator(GeneratorConfig(filters=4, num_blocks=1)).fused is auto
+    assert build_generator(GeneratorConfig(filters=4, num_blocks=1, fused=True)).fused is True
     assert build_generator(GeneratorConfig(filters=4, num_blocks=1, fused=False)).fused is False
-    assert build_discriminator(DiscriminatorConfig(filters=4, num_layers=1)).fused is True
+    assert build_discriminator(DiscriminatorConfig(filters=4, num_layers=1)).fused is auto
     assert build_discriminator(DiscriminatorConfig(filters=4, num_layers=1, fused=False)).fused is False
+
+
+def test_fused_auto_resolves_as_the_table_says():
+    # CPU (no GPU in the test machines): fused only for float32 without oneDNN.
+    assert fused.fused_units_pay("float32", onednn=False) is True
+    assert fused.fused_units_pay("float32", onednn=True) is False
+    assert fused.fused_units_pay("mixed_bfloat16", onednn=False) is False
+    assert fused.fused_units_pay("mixed_bfloat16", onednn=True) is False
+    assert fused.fused_units_pay("mixed_float16", onednn=False) is False
+    # This process: oneDNN as TF_ENABLE_ONEDNN_OPTS (or the CPU's default) set it.
+    expected = os.environ.get("TF_ENABLE_ONEDNN_OPTS")
+    if expected in ("0", "1"):
+        assert fused.onednn_enabled() is (expected == "1")
+    previous = keras.config.dtype_policy()
+    try:
+        keras.config.set_dtype_policy("mixed_bfloat16")
+        assert fused.resolve_fused("auto") is False and fused.resolve_fused(True) is True
+    finally:
+        keras.config.set_dtype_policy(previous)
+
+
+def test_fused_setting_is_checked_in_the_config():
+    from psr.config import config_from_dict
+    from psr.errors import ConfigError
+
+    assert config_from_dict({"model": {"generator": {"fused": "auto"}}}).model.generator.fused == "auto"
+    assert config_from_dict({"model": {"discriminator": {"fused": False}}}).model.discriminator.fused is False
+    with pytest.raises(ConfigError, match="model.generator.fused: expected true, false or auto, got 'yes'"):
+        config_from_dict({"model": {"generator": {"fused": "yes"}}})
 
 
 def test_fused_generator_gradients_compile_with_xla():
