@@ -14,7 +14,8 @@ so alternating spreads both over all models). Reported per model and batch: p50 
 call and per image, throughput (images/s at the p50 latency) and the ratio teacher p50 / model p50, next
 to the exact MACs and parameters of `psr.models.profile` (torchprofile's convention).
 
-`--torch` adds the same networks re-stated in PyTorch and run eagerly under `torch.no_grad()` (the
+`--per-image` exports every model with `export_generator(..., per_image=True)` (the signature loops over
+the batch). `--torch` adds the same networks re-stated in PyTorch and run eagerly under `torch.no_grad()` (the
 upstream deployment path), timed in the same rounds. The exported outputs are checked against the Keras
 models (max |Δ| in the JSON), so a faster graph cannot silently compute something else.
 """
@@ -51,6 +52,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=2, help="untimed calls per model and batch size first")
     parser.add_argument("--threads", type=int, default=0,
                         help="TensorFlow intra-op and inter-op threads, and PyTorch's threads (0 = their defaults)")
+    parser.add_argument("--per-image", action="store_true",
+                        help="export with per_image=True: serving_default loops over the batch, one image at a time")
     parser.add_argument("--torch", action="store_true", help="also time PyTorch re-statements of the networks (eager)")
     parser.add_argument("--json", type=Path, default=None, metavar="OUT", help="also write the result to OUT")
     return parser.parse_args(argv)
@@ -114,7 +117,7 @@ def profile_of(name: str, size: int):
     return mobile_resnet_profile(parse_channel_config(name), image_size=size)
 
 
-def export_and_load(models: dict, folder: Path) -> dict:
+def export_and_load(models: dict, folder: Path, per_image: bool = False) -> dict:
     """name → the `serving_default` signature of the model's exported SavedModel, loaded back."""
     import tensorflow as tf
 
@@ -122,7 +125,7 @@ def export_and_load(models: dict, folder: Path) -> dict:
 
     signatures = {}
     for name, model in models.items():
-        path = export_generator(model, folder / name)
+        path = export_generator(model, folder / name, per_image=per_image)
         loaded = tf.saved_model.load(str(path))
         signature = loaded.signatures[SIGNATURE_FLOAT]
         signature._psr_keep_alive = loaded  # the signature's variables live as long as the loaded object
@@ -236,7 +239,7 @@ def measure(args: argparse.Namespace, configs: list[tuple[int, ...]]) -> dict:
     models = build_keras_models(configs)
     rng = np.random.default_rng(0)
     with tempfile.TemporaryDirectory(prefix="psr-latency-") as folder:
-        signatures = export_and_load(models, Path(folder))
+        signatures = export_and_load(models, Path(folder), per_image=args.per_image)
         nets = torch_models(configs) if torch is not None else {}
         results, checks = [], {}
         for batch in args.batch:
@@ -275,7 +278,7 @@ def measure(args: argparse.Namespace, configs: list[tuple[int, ...]]) -> dict:
                            "params_text": profile.params_text(), "export_max_abs_diff": checks[name]})
     return {
         "size": args.size, "batches": args.batch, "repeats": args.repeats, "warmup": args.warmup,
-        "threads": args.threads, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
+        "threads": args.threads, "per_image": args.per_image, "onednn": os.environ.get("TF_ENABLE_ONEDNN_OPTS", "default"),
         "tensorflow_version": tf.__version__, "torch_version": getattr(torch, "__version__", None),
         "cpu": cpu_name(), "cpu_count": os.cpu_count(),
         "load_average_before": load_before, "load_average_after": load_average(),
