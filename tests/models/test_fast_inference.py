@@ -116,11 +116,16 @@ def test_fast_student_equals_the_plain_layers(student_pair):
             assert np.abs(np.asarray(a) - np.asarray(b)).max() <= 4 * tolerance
 
 
-def test_exported_fast_student_serves_the_keras_values(student_pair, tmp_path):
+@pytest.mark.parametrize("per_image", [False, True])
+def test_exported_fast_student_serves_the_keras_values(student_pair, tmp_path, per_image):
     plain, fast = student_pair
-    signature = tf.saved_model.load(str(export_generator(fast, tmp_path / "export"))).signatures[SIGNATURE_FLOAT]
+    path = export_generator(fast, tmp_path / "export", per_image=per_image)
+    signature = tf.saved_model.load(str(path)).signatures[SIGNATURE_FLOAT]
     tolerance = 4 * EPS * math.sqrt(18) * math.sqrt(49 * 8)
-    for batch in (1, 3):  # the signature's batch is unknown when traced: both instance-norm branches run
+    # The signature's batch is unknown when traced: batched, both instance-norm branches run; per image,
+    # the loop runs the one-image graph on every image of the batch.
+    for batch in (1, 3):
         images = np.random.default_rng(batch).uniform(-1, 1, (batch, 32, 28, 3)).astype("float32")
         served = signature(images=tf.constant(images))["images"].numpy()
+        assert served.shape == images.shape
         assert np.abs(served - np.asarray(plain(images))).max() <= tolerance
