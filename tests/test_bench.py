@@ -1,5 +1,6 @@
 """The README's benchmark commands run and print what they promise (tiny sizes; timings are not checked)."""
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -79,3 +80,46 @@ def test_torch_multimodal_benchmark_runs_the_official_iteration():
     # R1 (a squared norm) and the JSD of SRC cannot be negative.
     assert all(losses[f"D/{mode}_reg"] >= 0 for mode in ("latent", "ref"))
     assert all(losses[f"G/{mode}_src"] >= 0 for mode in ("latent", "ref"))
+
+
+# The compression latency benchmark (issue #14) at a tiny size: the smallest student and the teacher.
+SMALLEST = "16_16_16_16_16_16_16_16"
+
+
+@pytest.mark.slow
+def test_compression_latency_benchmark_reports_latency_throughput_and_ratio(tmp_path):
+    torch_installed = importlib.util.find_spec("torch") is not None
+    out = tmp_path / "latency.json"
+    result = run_bench("compression_latency.py", "--size", "32", "--repeats", "2", "--warmup", "1", "--batch", "1",
+                       "--batch", "2", "--config", SMALLEST, "--threads", "1", "--torch", "--json", str(out))
+    assert json.loads(out.read_text()) == result  # the file holds what stdout printed
+    assert (result["size"], result["batches"], result["repeats"], result["threads"]) == (32, [1, 2], 2, 1)
+    from psr.models.profile import mobile_resnet_profile, parse_channel_config, resnet_generator_profile
+
+    models = {row["model"]: row for row in result["models"]}
+    assert set(models) == {"teacher", SMALLEST}
+    for name, profile in (("teacher", resnet_generator_profile(image_size=32)),
+                          (SMALLEST, mobile_resnet_profile(parse_channel_config(SMALLEST), image_size=32))):
+        assert (models[name]["macs"], models[name]["params"]) == (profile.macs, profile.params)
+        # The served graph runs the Keras model's ops: only float32 summation order may differ (|output| <= 1).
+        assert models[name]["export_max_abs_diff"] <= 1e-5
+    frameworks = {"tensorflow", "pytorch"} if torch_installed else {"tensorflow"}
+    rows = {(row["framework"], row["model"], row["batch"]): row for row in result["results"]}
+    assert set(rows) == {(f, m, b) for f in frameworks for m in models for b in (1, 2)}
+    for (framework, model, batch), row in rows.items():
+        assert row["samples"] == 2 and 0 < row["p50_ms"] <= row["p95_ms"]
+        assert row["p50_ms_per_image"] == pytest.approx(row["p50_ms"] / batch, abs=1e-3)
+        assert row["images_per_s"] == pytest.approx(1000 * batch / row["p50_ms"], rel=1e-3)
+        teacher = rows[(framework, "teacher", batch)]
+        assert row["ratio_teacher_to_model"] == pytest.approx(teacher["p50_ms"] / row["p50_ms"], rel=1e-3)
+    assert rows[("tensorflow", "teacher", 1)]["ratio_teacher_to_model"] == 1.0
+
+
+def test_compression_latency_benchmark_refuses_a_bad_config():
+    completed = subprocess.run(
+        [sys.executable, str(ROOT / "bench" / "compression_latency.py"), "--config", "16_16", "--size", "32"],
+        capture_output=True, text=True, timeout=300, cwd=ROOT,
+    )
+    assert completed.returncode != 0 and completed.stdout == ""
+    message = completed.stderr.strip().splitlines()[-1]
+    assert message.startswith("--config:") and "16_16_32_16_16_64_16_24" in message  # names the fix

@@ -34,6 +34,7 @@ import numpy as np
 from keras import ops
 
 from psr.errors import ConfigError
+from psr.models import fast_inference
 from psr.models.layers import (
     ReflectionPadding2D,
     TorchConv2DTranspose,
@@ -56,6 +57,9 @@ CHANNEL_CANDIDATES = {
 WIDTH_MULTIPLIERS = (1, 2, 4, 4, 4, 4, 2, 1)
 # Entry index of each block group's hidden width.
 _HIDDEN_ENTRY = (3, 4, 5)
+# The 7×7 convs with at most this many outputs run on the space-to-depth input when fast kernels are on
+# (faster for the RGB output and a 16-wide stem on a 2-core AVX2 CPU; a 64-wide stem is slower).
+SPACE_TO_DEPTH_MAX_FILTERS = 16
 
 
 def channel_candidates(config_set: str) -> tuple[int, ...]:
@@ -131,8 +135,11 @@ class _MobileResnetBody(keras.Model):
 
     Layer names are the same in both (`stem_conv`, `block{i}_dw1`, …), so slicing matches by name.
     The forward pass multiplies every conv output by the mask of its config entry (`_masks`); the
-    fixed network has none.
+    fixed network has none. With `fast_kernels` the pads, norms and thin 7×7 convs run as the
+    `psr.models.fast_inference` formulations (same values up to float32 rounding).
     """
+
+    fast_kernels = False
 
     def _create_layers(self, widths: Sequence[int], input_channels: int, output_channels: int, num_blocks: int):
         stem, down1, stream, *hidden, up1, up2 = widths
@@ -219,20 +226,21 @@ class _MobileResnetBody(keras.Model):
         distributed train step can pass the config every replica computes from the step number.
         """
         masks = self._masks(self.compute_dtype, config)
-        norm = self.norm
+        fast = self.fast_kernels and not isinstance(inputs, keras.KerasTensor)  # symbolic calls need shapes only
+        norm = fast_inference.instance_norm if fast else self.norm
         x = ops.clip(inputs, -1.0, 1.0)  # the released generators clamp their input (spec §3)
-        x = ops.relu(norm(_apply(self.stem_conv(self.stem_pad(x)), masks[0])))
+        x = ops.relu(norm(_apply(_padded_conv(self.stem_pad, self.stem_conv, x, fast), masks[0])))
         x = ops.relu(norm(_apply(self.down1_conv(x), masks[1])))
         x = ops.relu(norm(_apply(self.down2_conv(x), masks[2])))
         features = [x]
         per_group = len(self.blocks) // 3
         for index, block in enumerate(self.blocks):
-            x = block(x, stream_mask=masks[2], hidden_mask=masks[_HIDDEN_ENTRY[index // per_group]])
+            x = block(x, stream_mask=masks[2], hidden_mask=masks[_HIDDEN_ENTRY[index // per_group]], fast=fast)
             if (index + 1) % per_group == 0:
                 features.append(x)
         x = ops.relu(norm(_apply(self.up1_conv(x), masks[6])))
         x = ops.relu(norm(_apply(self.up2_conv(x), masks[7])))
-        image = ops.tanh(self.final_conv(self.final_pad(x)))
+        image = ops.tanh(_padded_conv(self.final_pad, self.final_conv, x, fast))
         return image, features
 
     def call(self, inputs, training=False):
@@ -241,6 +249,19 @@ class _MobileResnetBody(keras.Model):
 
 def _apply(x, mask):
     return x if mask is None else x * mask
+
+
+def _padded_conv(pad: ReflectionPadding2D, conv: keras.layers.Conv2D, x, fast: bool):
+    """`conv(pad(x))`; with `fast`, a concatenation pad and, for thin convs, the space-to-depth conv."""
+    if not fast:
+        return conv(pad(x))
+    padded = fast_inference.reflection_pad(x, pad.padding)
+    if conv.filters > SPACE_TO_DEPTH_MAX_FILTERS:
+        return conv(padded)
+    dtype = conv.compute_dtype
+    kernel = ops.cast(ops.convert_to_tensor(conv.kernel), dtype)
+    bias = ops.cast(ops.convert_to_tensor(conv.bias), dtype) if conv.use_bias else None
+    return fast_inference.space_to_depth_conv2d(ops.cast(padded, dtype), kernel, bias)
 
 
 def _depthwise(name: str) -> keras.layers.DepthwiseConv2D:
@@ -289,12 +310,17 @@ class SeparableResidualBlock(keras.layers.Layer):
     def conv_layers(self) -> list:
         return [self.depthwise1, self.pointwise1, self.depthwise2, self.pointwise2]
 
-    def call(self, inputs, stream_mask=None, hidden_mask=None):
-        """`stream_mask` / `hidden_mask`: optional 0/1 channel masks of the supernet (None = all active)."""
-        h = _apply(self.depthwise1(self.pad(inputs)), stream_mask)
-        h = ops.relu(self.norm(_apply(self.pointwise1(self.norm(h)), hidden_mask)))
-        h = _apply(self.depthwise2(self.pad(h)), hidden_mask)
-        h = self.norm(_apply(self.pointwise2(self.norm(h)), stream_mask))
+    def call(self, inputs, stream_mask=None, hidden_mask=None, fast: bool = False):
+        """`stream_mask` / `hidden_mask`: optional 0/1 channel masks of the supernet (None = all active).
+
+        `fast` runs the pads and norms as `psr.models.fast_inference` ops (same values up to rounding).
+        """
+        pad = (lambda x: fast_inference.reflection_pad(x, 1)) if fast else self.pad
+        norm = fast_inference.instance_norm if fast else self.norm
+        h = _apply(self.depthwise1(pad(inputs)), stream_mask)
+        h = ops.relu(norm(_apply(self.pointwise1(norm(h)), hidden_mask)))
+        h = _apply(self.depthwise2(pad(h)), hidden_mask)
+        h = norm(_apply(self.pointwise2(norm(h)), stream_mask))
         return inputs + h
 
     def compute_output_shape(self, input_shape):
@@ -313,6 +339,9 @@ class MobileResnetGenerator(_MobileResnetBody):
         input_channels: image channels in.
         output_channels: image channels out.
         num_blocks: residual blocks, a multiple of 3 (9).
+        fast_kernels: run pads, instance norms and the thin 7×7 convs as the faster
+            `psr.models.fast_inference` formulations (same values up to float32 rounding; the
+            exported student's latency). False runs the plain layers, as the supernet does.
         name: model name.
     """
 
@@ -322,6 +351,7 @@ class MobileResnetGenerator(_MobileResnetBody):
         input_channels: int = 3,
         output_channels: int = 3,
         num_blocks: int = 9,
+        fast_kernels: bool = True,
         name: str = "mobile_generator",
         **kwargs,
     ):
@@ -334,6 +364,7 @@ class MobileResnetGenerator(_MobileResnetBody):
         self.input_channels = input_channels
         self.output_channels = output_channels
         self.num_blocks = num_blocks
+        self.fast_kernels = bool(fast_kernels)
         # === Layers ===
         widths = [c * m for c, m in zip(self.config, WIDTH_MULTIPLIERS)]
         self._create_layers(widths, input_channels, output_channels, num_blocks)
@@ -349,6 +380,7 @@ class MobileResnetGenerator(_MobileResnetBody):
             "input_channels": self.input_channels,
             "output_channels": self.output_channels,
             "num_blocks": self.num_blocks,
+            "fast_kernels": self.fast_kernels,
         }
 
 
