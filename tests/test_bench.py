@@ -123,3 +123,20 @@ def test_compression_latency_benchmark_refuses_a_bad_config():
     assert completed.returncode != 0 and completed.stdout == ""
     message = completed.stderr.strip().splitlines()[-1]
     assert message.startswith("--config:") and "16_16_32_16_16_64_16_24" in message  # names the fix
+
+
+@pytest.mark.slow
+def test_serving_benchmark_times_both_signatures_and_pytorch(tmp_path):
+    pytest.importorskip("torch")
+    out = tmp_path / "serving.json"
+    result = run_bench("serving.py", "--size", "32", "--batch", "1", "--batch", "2", "--repeats", "2",
+                       "--filters", "4", "--json", str(out))
+    assert json.loads(out.read_text()) == result
+    assert [(row["size"], row["batch"]) for row in result["rows"]] == [(32, 1), (32, 2)]
+    for row in result["rows"]:
+        for name in ("serving_default", "translate_bytes", "pytorch_eager"):
+            timing = row[name]
+            assert timing["samples"] == 2 and 0 < timing["p50_ms"] <= timing["p95_ms"]
+            assert timing["p50_ms_per_image"] == pytest.approx(timing["p50_ms"] / row["batch"], rel=1e-3)
+        assert row["serving_default_vs_pytorch"] == pytest.approx(
+            row["serving_default"]["p50_ms"] / row["pytorch_eager"]["p50_ms"], rel=1e-2)
