@@ -813,10 +813,13 @@ RESUMABLE_KEYS = (
     ("train", "jit_compile"), ("train", "epochs"), ("train", "decay_epochs"), ("train", "distribute"),
     ("train", "learning_rate"), ("train", "beta_1"), ("train", "beta_2"), ("train", "epsilon"),
     ("train", "deterministic"),
+    # Same weights and values either way (memory and speed only); runs stored before `auto` say `true`.
+    ("model", "generator", "fused"), ("model", "discriminator", "fused"),
+    ("search",),  # the evolution search runs after training, on the trained supernet
 )
 # Of those, the ones that only change bookkeeping (no notice).
 _QUIET_KEYS = (("log",), ("export",), ("eval",), ("name",), ("train", "jit_compile"), ("train", "epochs"),
-               ("train", "decay_epochs"))
+               ("train", "decay_epochs"), ("search",))
 
 
 def _differences(old: dict, new: dict, prefix: tuple = ()) -> list[tuple]:

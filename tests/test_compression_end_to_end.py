@@ -122,16 +122,21 @@ def test_exported_subnetworks_equal_the_supernet(trained, tmp_path, capsys):
     assert len(list((tmp_path / "tr").glob("*.png"))) == 4
 
 
-def test_search_cli_resumes_without_reevaluating(trained, capsys):
+def test_search_cli_resumes_without_reevaluating(trained, tmp_path, capsys):
     _, run, _ = trained
     journal = (run.search / JOURNAL_FILE).read_text()
     chosen = json.loads((run.search / RESULT_FILE).read_text())["chosen"]
     assert cli.main(["search", str(run.path), "--quiet"]) == 0
     assert (run.search / JOURNAL_FILE).read_text() == journal  # all cached: nothing evaluated again
     assert chosen in capsys.readouterr().out
-    # Other settings on the same folder: one line naming the fix.
+    # Other settings on the same folder: one line naming the fix, which then works (on a copy of the run).
     assert cli.main(["search", str(run.path), "--budget", "1.9e8", "--quiet"]) == 2
     assert "--restart" in capsys.readouterr().err
+    copy = tmp_path / "copy"
+    shutil.copytree(run.path, copy)
+    assert cli.main(["search", str(copy), "--budget", "1.9e8", "--quiet", "--restart"]) == 0
+    chosen = json.loads((copy / "search" / RESULT_FILE).read_text())["chosen"]
+    assert mobile_resnet_profile(tuple(int(v) for v in chosen.split("_")), num_blocks=3).macs <= 1.9e8
 
 
 def test_search_by_fid_with_a_given_extractor(trained, tmp_path):

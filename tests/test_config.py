@@ -290,3 +290,17 @@ def test_xla_under_tf_distribute_is_refused_at_load():
     with pytest.raises(ConfigError, match="train.jit_compile does not work under tf.distribute"):
         config_from_dict({"train": {"jit_compile": True, "distribute": "mirrored"}})
     assert config_from_dict({"train": {"distribute": "mirrored"}}).train.distribute == "mirrored"
+
+
+def test_runs_stored_before_fused_auto_still_resume(tmp_path):
+    """A run written when `fused` defaulted to true resumes under `auto` (same weights, same values), and
+    search settings may change; a changed architecture is still refused."""
+    from psr.config import dump_config, resume_notices
+
+    stored = config_from_dict({"model": {"generator": {"fused": True}, "discriminator": {"fused": True}}})
+    path = tmp_path / "config.yaml"
+    path.write_text(dump_config(stored))
+    notices = resume_notices(path, config_from_dict({"search": {"budget": 3e9}}))
+    assert notices == ["model.discriminator.fused True → 'auto'", "model.generator.fused True → 'auto'"]
+    with pytest.raises(ConfigError, match="changed: model.generator.filters"):
+        resume_notices(path, config_from_dict({"model": {"generator": {"filters": 32}}}))
