@@ -2,6 +2,9 @@
 
     python bench/torch_reference_step.py --size 128 --steps 5            # PyTorch's default thread count
     python bench/torch_reference_step.py --size 128 --steps 5 --threads 2
+    python bench/torch_reference_step.py --size 128 --mixed-precision                          # CPU: bf16 autocast
+    python bench/torch_reference_step.py --size 256 --device cuda --mixed-precision            # CUDA: bf16 autocast
+    python bench/torch_reference_step.py --size 256 --device cuda --mixed-precision --amp-dtype float16  # + GradScaler
 
 A self-contained PyTorch re-statement of ONE training iteration of the official code (jcy132/Hneg_SRC,
 Single-modal, a fork of taesungp/contrastive-unpaired-translation), horse→zebra settings, so that
@@ -20,8 +23,12 @@ when a layer has fewer than 256 positions, i.e. for images smaller than 64×64).
 The first step also does what the official train.py does on its first iteration: data-dependent
 initialisation (a forward and both backward passes that create F's MLPs, then F's optimiser) and the LR
 schedulers; it is timed separately as first_step_s. Peak memory is the process's peak resident set size
-(ru_maxrss) in a fresh process, which includes PyTorch itself. Nothing from psr or TensorFlow is imported.
-Prints one JSON line.
+(ru_maxrss) in a fresh process, which includes PyTorch itself; on CUDA also the peak of allocated device
+memory. Nothing from psr or TensorFlow is imported. Prints one JSON line.
+
+`--mixed-precision` is psr's `train.mixed_precision` re-stated: autocast around the networks and the
+projection head, the losses in float32 (psr computes every loss in float32), float32 weights and Adam.
+float16 (CUDA only) adds dynamic loss scaling (one torch.amp.GradScaler per loss: D's, and G's + F's).
 """
 
 from __future__ import annotations
@@ -175,6 +182,7 @@ class PatchSampleF(nn.Module):
             for feat in feats
         )
         init_weights(self)  # the official create_mlp re-runs init_net on F
+        self.to(feats[0].device)
 
     def forward(self, feats: list[torch.Tensor], num_patches: int, patch_ids: list[torch.Tensor] | None = None):
         if self.mlps is None:
@@ -185,7 +193,7 @@ class PatchSampleF(nn.Module):
             if patch_ids is None:
                 # Official: a numpy permutation, truncated; the same ids for every image in the batch.
                 perm = np.random.permutation(flat.shape[1])[: min(num_patches, flat.shape[1])]
-                patch_id = torch.as_tensor(perm, dtype=torch.long)
+                patch_id = torch.as_tensor(perm, dtype=torch.long, device=flat.device)
             else:
                 patch_id = patch_ids[index]
             sample = self.mlps[index](flat[:, patch_id, :].flatten(0, 1))  # [B*N, C_l] -> [B*N, 256]
@@ -207,7 +215,8 @@ def init_weights(net: nn.Module) -> None:
 
 
 def lsgan_loss(prediction: torch.Tensor, target_is_real: bool) -> torch.Tensor:
-    target = torch.tensor(1.0 if target_is_real else 0.0).expand_as(prediction)
+    prediction = prediction.float()  # float32 losses, as psr (a no-op without autocast)
+    target = torch.tensor(1.0 if target_is_real else 0.0, device=prediction.device).expand_as(prediction)
     return F.mse_loss(prediction, target)
 
 
@@ -227,7 +236,7 @@ def src_loss(feat_q: torch.Tensor, feat_k: torch.Tensor, batch: int, only_weight
     spatial_q = torch.bmm(feat_q, feat_q.transpose(2, 1))
     spatial_k = torch.bmm(feat_k, feat_k.transpose(2, 1))
     weight_seed = spatial_k.clone().detach()
-    diagonal = torch.eye(weight_seed.shape[1], dtype=torch.bool)[None]
+    diagonal = torch.eye(weight_seed.shape[1], dtype=torch.bool, device=weight_seed.device)[None]
     weight_seed.masked_fill_(diagonal, -10.0)
     weight = torch.softmax(weight_seed / curriculum_gamma(epoch), dim=2).detach()
     weight = weight / weight.max(dim=2, keepdim=True).values
@@ -251,11 +260,13 @@ def hdce_loss(feat_q: torch.Tensor, feat_k: torch.Tensor, weight: torch.Tensor, 
     feat_k = feat_k.view(batch, -1, dim)
     num_patches = feat_q.shape[1]
     l_neg = torch.bmm(feat_q, feat_k.transpose(2, 1)) * weight
-    l_neg = l_neg.masked_fill(torch.eye(num_patches, dtype=torch.bool)[None], -10.0).view(-1, num_patches)
+    diagonal = torch.eye(num_patches, dtype=torch.bool, device=l_neg.device)[None]
+    l_neg = l_neg.masked_fill(diagonal, -10.0).view(-1, num_patches)
     v = torch.logsumexp((l_neg - l_pos) / NCE_T, dim=1)
     loss_vec = torch.exp(v - v.detach())
     logits = torch.cat((l_pos, l_neg), dim=1) / NCE_T  # monitoring value (InfoNCE with the positive)
-    cross_entropy = F.cross_entropy(logits, torch.zeros(rows, dtype=torch.long), reduction="none")
+    targets = torch.zeros(rows, dtype=torch.long, device=logits.device)
+    cross_entropy = F.cross_entropy(logits, targets, reduction="none")
     return loss_vec.mean() - 1 + cross_entropy.detach()
 
 
@@ -263,12 +274,20 @@ def hdce_loss(feat_q: torch.Tensor, feat_k: torch.Tensor, weight: torch.Tensor, 
 
 
 class CUTModel:
-    def __init__(self):
+    """`amp_dtype`: None for float32, else the autocast dtype; float16 gets dynamic loss scaling."""
+
+    def __init__(self, device: str = "cpu", amp_dtype: torch.dtype | None = None):
         self.net_g = ResnetGenerator()
         self.net_d = PatchGANDiscriminator()
         self.net_f = PatchSampleF()
         for net in (self.net_g, self.net_d):
             init_weights(net)
+            net.to(device)
+        self.device = device
+        self.amp_dtype = amp_dtype
+        scaling = amp_dtype == torch.float16
+        self.scaler_d = torch.amp.GradScaler(device, enabled=scaling)
+        self.scaler_g = torch.amp.GradScaler(device, enabled=scaling)
         self.optimizer_g = torch.optim.Adam(self.net_g.parameters(), lr=LR, betas=BETAS)
         self.optimizer_d = torch.optim.Adam(self.net_d.parameters(), lr=LR, betas=BETAS)
         self.optimizer_f = None
@@ -281,6 +300,11 @@ class CUTModel:
         fake = self.net_g(torch.cat((self.real_a, self.real_b), dim=0))  # dce_idt: one G pass on [x, y]
         self.fake_b, self.idt_b = fake[: self.real_a.shape[0]], fake[self.real_a.shape[0]:]
 
+    def autocast(self, enabled: bool = True):
+        """Mixed precision for the networks; `enabled=False` for the float32 losses."""
+        return torch.autocast(self.device, dtype=self.amp_dtype or torch.bfloat16,
+                              enabled=enabled and self.amp_dtype is not None)
+
     def compute_d_loss(self) -> torch.Tensor:
         loss_fake = lsgan_loss(self.net_d(self.fake_b.detach()), False).mean()
         loss_real = lsgan_loss(self.net_d(self.real_b), True).mean()
@@ -290,6 +314,7 @@ class CUTModel:
     def compute_g_loss(self) -> torch.Tensor:
         batch = self.real_a.shape[0]
         loss_gan = lsgan_loss(self.net_d(self.fake_b), True).mean() * LAMBDA_GAN
+        self.losses["G_GAN"] = loss_gan.detach()
         # Four separate encoder passes (G through layer 16), as the official code.
         fake_b_feat = self.net_g(self.fake_b, NCE_LAYERS, encode_only=True)
         real_a_feat = self.net_g(self.real_a, NCE_LAYERS, encode_only=True)
@@ -299,7 +324,12 @@ class CUTModel:
         real_b_feat = self.net_g(self.real_b, NCE_LAYERS, encode_only=True)
         idt_b_pool, _ = self.net_f(idt_b_feat, NUM_PATCHES, sample_ids)
         real_b_pool, _ = self.net_f(real_b_feat, NUM_PATCHES, sample_ids)
+        with self.autocast(enabled=False):
+            pools = [[feat.float() for feat in pool] for pool in (fake_b_pool, real_a_pool, idt_b_pool, real_b_pool)]
+            return loss_gan + self.contrastive_loss(*pools, batch)
 
+    def contrastive_loss(self, fake_b_pool, real_a_pool, idt_b_pool, real_b_pool, batch: int) -> torch.Tensor:
+        """hDCE on X→Y and Y→Y plus SRC on X→Y, from the float32 pooled patches (compute_G_loss's NCE part)."""
         loss_src, weights = 0.0, []
         for f_q, f_k in zip(fake_b_pool, real_a_pool):
             loss, weight = src_loss(f_q, f_k, batch, only_weight=False, epoch=EPOCH)
@@ -313,9 +343,9 @@ class CUTModel:
                        for f_q, f_k in zip(idt_b_pool, real_b_pool)]
         loss_hdce_y = sum((hdce_loss(f_q, f_k, w, batch) * LAMBDA_HDCE).mean()
                           for f_q, f_k, w in zip(idt_b_pool, real_b_pool, weights_idt)) / len(NCE_LAYERS)
-        terms = {"G_GAN": loss_gan, "HDCE": loss_hdce, "HDCE_Y": loss_hdce_y, "SRC": loss_src}
+        terms = {"HDCE": loss_hdce, "HDCE_Y": loss_hdce_y, "SRC": loss_src}
         self.losses.update({name: value.detach() for name, value in terms.items()})
-        return loss_gan + (loss_hdce + loss_hdce_y) * 0.5 + loss_src
+        return (loss_hdce + loss_hdce_y) * 0.5 + loss_src
 
     def data_dependent_initialize(self) -> None:
         """Official first-batch set-up: forward, both backward passes (creates F's MLPs), then F's optimiser."""
@@ -338,16 +368,18 @@ class CUTModel:
         set_requires_grad(self.net_d, True)
         self.optimizer_d.zero_grad()
         self.loss_d = self.compute_d_loss()
-        self.loss_d.backward()
-        self.optimizer_d.step()
+        self.scaler_d.scale(self.loss_d).backward()
+        self.scaler_d.step(self.optimizer_d)
+        self.scaler_d.update()
         # G and F step with the updated D
         set_requires_grad(self.net_d, False)
         self.optimizer_g.zero_grad()
         self.optimizer_f.zero_grad()
         self.loss_g = self.compute_g_loss()
-        self.loss_g.backward()
-        self.optimizer_g.step()
-        self.optimizer_f.step()
+        self.scaler_g.scale(self.loss_g).backward()
+        self.scaler_g.step(self.optimizer_g)
+        self.scaler_g.step(self.optimizer_f)
+        self.scaler_g.update()
 
 
 def set_requires_grad(net: nn.Module, requires_grad: bool) -> None:
@@ -364,23 +396,35 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=5, help="timed steps after the first step")
     parser.add_argument("--batch", type=int, default=1)
     parser.add_argument("--threads", type=int, default=0, help="torch.set_num_threads (0 = PyTorch default)")
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--mixed-precision", action="store_true",
-                        help="autocast: bfloat16 on CPU (float16 on CUDA is not measured here: no GPU)")
+                        help="autocast around the networks (the losses stay float32), as psr's train.mixed_precision")
+    parser.add_argument("--amp-dtype", choices=("bfloat16", "float16"), default="bfloat16",
+                        help="autocast dtype; float16 (CUDA only) adds dynamic loss scaling")
     args = parser.parse_args()
+    if args.device == "cuda" and not torch.cuda.is_available():
+        parser.error("--device cuda: PyTorch sees no CUDA device here (torch.cuda.is_available() is False)")
+    if args.amp_dtype == "float16" and args.device == "cpu":
+        parser.error("--amp-dtype float16 is for --device cuda; PyTorch's CPU autocast is bfloat16")
     if args.threads:
         torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     np.random.seed(0)
 
-    model = CUTModel()
+    amp_dtype = getattr(torch, args.amp_dtype) if args.mixed_precision else None
+    model = CUTModel(args.device, amp_dtype)
     rss_built = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
     generator = torch.Generator().manual_seed(1)
-    real_a = torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1
-    real_b = torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1
+    real_a = (torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1).to(args.device)
+    real_b = (torch.rand(args.batch, 3, args.size, args.size, generator=generator) * 2 - 1).to(args.device)
 
-    # The like-for-like mixed precision of bench/train_step.py --mixed-precision: bf16 autocast of every op
-    # autocast covers (convs, matmuls), the rest in float32.
-    autocast = torch.autocast("cpu", dtype=torch.bfloat16, enabled=args.mixed_precision)
+    def synchronize() -> None:
+        if args.device == "cuda":
+            torch.cuda.synchronize()
+
+    # The like-for-like mixed precision of bench/train_step.py --mixed-precision: autocast of every op it
+    # covers (convs, matmuls) in the networks and the head; the losses leave it (CUTModel.compute_g_loss).
+    autocast = model.autocast()
     autocast.__enter__()
     # First iteration as the official train.py: data_dependent_initialize, setup, then optimize_parameters.
     start = time.perf_counter()
@@ -390,13 +434,15 @@ def main() -> None:
     model.set_input(real_a, real_b)
     model.optimize_parameters()
     model.loss_g.item()
+    synchronize()
     first = time.perf_counter() - start
     times = []
     for _ in range(args.steps):
         start = time.perf_counter()
         model.set_input(real_a, real_b)
         model.optimize_parameters()
-        model.loss_g.item()  # CPU ops are synchronous; kept for symmetry with bench/train_step.py
+        model.loss_g.item()  # as bench/train_step.py reads its losses
+        synchronize()  # CUDA: the optimiser steps queued after the losses
         times.append(time.perf_counter() - start)
     autocast.__exit__(None, None, None)
     losses = {"D": model.loss_d.item(), "G": model.loss_g.item()}
@@ -407,12 +453,14 @@ def main() -> None:
     times.sort()
     result = {
         "framework": "pytorch", "torch_version": torch.__version__, "threads": torch.get_num_threads(),
-        "size": args.size, "batch": args.batch, "steps": args.steps, "mixed_precision": args.mixed_precision,
+        "device": args.device, "size": args.size, "batch": args.batch, "steps": args.steps,
+        "mixed_precision": args.mixed_precision, "amp_dtype": args.amp_dtype if args.mixed_precision else None,
         "first_step_s": round(first, 2),
         "median_s_per_step": round(times[len(times) // 2], 3) if times else None,
         "min_s_per_step": round(times[0], 3) if times else None,
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_after_build_mb": round(rss_built),
+        "peak_device_mb": round(torch.cuda.max_memory_allocated() / 2**20) if args.device == "cuda" else None,
         "last_losses": {name: round(value, 5) for name, value in losses.items()},
     }
     print(json.dumps(result))

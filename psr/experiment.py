@@ -67,6 +67,34 @@ def configure_determinism(train: TrainConfig) -> None:
         tf.config.experimental.enable_op_determinism()
 
 
+# bfloat16 tensor-core kernels (cuDNN, cuBLAS) start at compute capability 8.0 (Ampere).
+BFLOAT16_MIN_COMPUTE_CAPABILITY = (8, 0)
+
+
+def check_mixed_precision_devices(train: TrainConfig, gpus=None) -> None:
+    """`train.mixed_precision` (mixed_bfloat16) on a GPU older than Ampere: one line, before anything trains.
+
+    `gpus`: (name, compute capability) pairs; default the GPUs TensorFlow sees. CPUs run bfloat16 everywhere
+    (emulated without AVX-512-BF16 / AMX, hence slowly: see the README's Benchmarks).
+    """
+    if not train.mixed_precision:
+        return
+    if gpus is None:
+        import tensorflow as tf
+
+        gpus = []
+        for device in tf.config.list_physical_devices("GPU"):
+            details = tf.config.experimental.get_device_details(device)
+            gpus.append((details.get("device_name", device.name), details.get("compute_capability")))
+    for name, capability in gpus:
+        if capability is not None and tuple(capability) < BFLOAT16_MIN_COMPUTE_CAPABILITY:
+            raise ConfigError(
+                f"train.mixed_precision: true trains in bfloat16, which needs a GPU of compute capability 8.0 or "
+                f"newer (Ampere, Hopper); {name} is {capability[0]}.{capability[1]}. "
+                "Set train.mixed_precision: false on this GPU."
+            )
+
+
 def build_trainer(method, model, loss, train: TrainConfig, inputs, strategy):
     """The method's trainer, built in the strategy's scope under the run's dtype policy."""
     builder = method.trainer_builder()
@@ -138,6 +166,7 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
         # Before anything is written: the folder must be new, empty or a psr run (marked now).
         run.claim()
     notices = resume_notices(run.config, cfg)
+    check_mixed_precision_devices(cfg.train)
     configure_determinism(cfg.train)
     replicas = strategy.num_replicas_in_sync
     if cfg.train.batch_size % replicas:

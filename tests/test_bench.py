@@ -140,3 +140,16 @@ def test_serving_benchmark_times_both_signatures_and_pytorch(tmp_path):
             assert timing["p50_ms_per_image"] == pytest.approx(timing["p50_ms"] / row["batch"], rel=1e-3)
         assert row["serving_default_vs_pytorch"] == pytest.approx(
             row["serving_default"]["p50_ms"] / row["pytorch_eager"]["p50_ms"], rel=1e-2, abs=1e-3)  # 3 decimals
+
+
+@pytest.mark.parametrize("args, message", [
+    (("--amp-dtype", "float16", "--mixed-precision"), "--amp-dtype float16 is for --device cuda"),
+    (("--device", "cuda"), "PyTorch sees no CUDA device"),
+])
+def test_torch_reference_benchmark_refuses_what_this_machine_cannot_run(args, message):
+    torch = pytest.importorskip("torch")
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    completed = subprocess.run([sys.executable, str(ROOT / "bench" / "torch_reference_step.py"), *args],
+                               capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert completed.returncode == 2 and message in completed.stderr and "Traceback" not in completed.stderr

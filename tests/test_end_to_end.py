@@ -276,3 +276,23 @@ def test_mixed_precision_run_trains_with_float32_losses(tmp_path):
     acc.Reload()
     value = tf.make_ndarray(acc.Tensors("epoch/g_loss")[-1].tensor_proto)
     assert value.dtype == np.float32 and np.isfinite(value)
+
+
+def test_mixed_precision_on_a_pre_ampere_gpu_is_one_line(tmp_path, monkeypatch, capsys):
+    from psr import experiment
+    from psr.config import TrainConfig
+
+    experiment.check_mixed_precision_devices(TrainConfig(mixed_precision=True), gpus=[("NVIDIA H100", (9, 0))])
+    experiment.check_mixed_precision_devices(TrainConfig(mixed_precision=False), gpus=[("Tesla V100", (7, 0))])
+    with pytest.raises(ConfigError, match=r"needs a GPU of compute capability 8\.0 or newer .*; Tesla T4 is 7\.5\. "
+                                          r"Set train\.mixed_precision: false on this GPU\."):
+        experiment.check_mixed_precision_devices(TrainConfig(mixed_precision=True), gpus=[("Tesla T4", (7, 5))])
+    # Through the command line, before the run directory holds anything but its marker and config.
+    real = experiment.check_mixed_precision_devices
+    monkeypatch.setattr(experiment, "check_mixed_precision_devices",
+                        lambda train: real(train, gpus=[("Tesla V100-SXM2-16GB", (7, 0))]))
+    spec = write_yaml(tmp_path / "tiny.yaml", tiny_raw(tmp_path, train={"mixed_precision": True}))
+    assert main(["run", str(spec), "--quiet"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "Tesla V100-SXM2-16GB is 7.0" in err[0]
+    assert not (tmp_path / "run" / "checkpoints").exists()

@@ -293,7 +293,10 @@ class BlurUpsample(keras.layers.Layer):
 
     def call(self, inputs):
         shape = tf.shape(inputs)
-        resized = tf.image.resize(inputs, [2 * shape[1], 2 * shape[2]], method="bilinear", antialias=False)
+        # The resize computes in float32 whatever its input; cast first, so that under mixed_bfloat16 its
+        # XLA gradient has the input's dtype too (bf16 in, f32 gradient out does not compile).
+        resized = tf.image.resize(ops.cast(inputs, "float32"), [2 * shape[1], 2 * shape[2]], method="bilinear",
+                                  antialias=False)
         return ops.cast(resized, self.compute_dtype)
 
     def compute_output_shape(self, input_shape):

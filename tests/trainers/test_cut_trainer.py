@@ -21,10 +21,13 @@ GAMMA = 7.0
 
 
 def make_trainer(loss_cfg: LossConfig, g_lr=0.0, d_lr=0.05, batch_trace_counter=None, jit=False):
-    """The trainer as the CUT method builds it, with SGD optimisers and a fixed Γ = 7."""
+    """The trainer as the CUT method builds it, with SGD optimisers and a fixed Γ = 7.
+
+    The XLA trainer has the fused units whatever `fused: auto` would pick here (they are the GPU default).
+    """
     model = ModelConfig(
-        generator=GeneratorConfig(filters=4, num_blocks=1),
-        discriminator=DiscriminatorConfig(filters=4, num_layers=2),
+        generator=GeneratorConfig(filters=4, num_blocks=1, fused=True if jit else "auto"),
+        discriminator=DiscriminatorConfig(filters=4, num_layers=2, fused=True if jit else "auto"),
         head=HeadConfig(units=8, num_patches=100_000, layers=LAYERS),  # ≥ H·W: every location, any order
     )
     loss_cfg = dataclasses.replace(loss_cfg, curriculum=CurriculumConfig(mode="fixed", start=GAMMA))
