@@ -74,6 +74,7 @@ def main() -> None:
     x = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=1)
     y = tf.random.uniform((args.batch, args.size, args.size, 3), -1, 1, seed=2)
     step = tf.function(trainer.train_step, jit_compile=args.jit)
+    gpus = tf.config.list_logical_devices("GPU")
     start = time.perf_counter()
     float(step((x, y))["g_loss"])
     first = time.perf_counter() - start
@@ -94,6 +95,9 @@ def main() -> None:
         "median_s_per_step": round(times[len(times) // 2], 3), "min_s_per_step": round(times[0], 3),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024),
         "rss_after_build_mb": round(rss_built),
+        "device": "GPU" if gpus else "CPU",
+        # On a GPU: the peak of TensorFlow's allocations on the first one (the step's activations live there).
+        "peak_device_mb": round(tf.config.experimental.get_memory_info("GPU:0")["peak"] / 2**20) if gpus else None,
     }
     print(json.dumps(result))
 

@@ -369,7 +369,7 @@ class TrainConfig:
     mapping_learning_rate: Optional[float] = field(default=None, metadata={"min_exclusive": 0.0})  # stargan2 M: 1e-6
     steps_per_epoch: Optional[int] = field(default=None, metadata={"min": 1})  # None = dataset size // batch
     jit_compile: bool = False
-    mixed_precision: bool = False  # mixed_bfloat16 (GPU: mixed_float16 is not used; losses stay float32)
+    mixed_precision: bool = False  # mixed_bfloat16, losses in float32; GPUs need compute capability ≥ 8.0
     seed: Optional[int] = 0
     # none: one device; mirrored: every local GPU (or the logical CPUs); multi_worker: several machines
     # configured by TF_CONFIG (tf.distribute.MultiWorkerMirroredStrategy).

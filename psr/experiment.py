@@ -95,6 +95,23 @@ def check_mixed_precision_devices(train: TrainConfig, gpus=None) -> None:
             )
 
 
+def forced_fused_notices(model, train: TrainConfig) -> list:
+    """One notice per `model.<network>.fused: true` that the measurements say costs time on this machine."""
+    import dataclasses
+
+    from psr.models.fused import forced_fused_notice
+
+    policy = "mixed_bfloat16" if train.mixed_precision else "float32"
+    notices = []
+    for field in dataclasses.fields(model):
+        section = getattr(model, field.name)
+        if dataclasses.is_dataclass(section) and hasattr(section, "fused"):
+            notice = forced_fused_notice(f"model.{field.name}.fused", section.fused, policy)
+            if notice:
+                notices.append(notice)
+    return notices
+
+
 def build_trainer(method, model, loss, train: TrainConfig, inputs, strategy):
     """The method's trainer, built in the strategy's scope under the run's dtype policy."""
     builder = method.trainer_builder()
@@ -205,6 +222,8 @@ def train(cfg: ExperimentConfig, progress: bool = True, feature_extractor=None) 
     inputs = TrainerInputs(image_size=cfg.data.crop_size, steps_per_epoch=steps_per_epoch, seed=cfg.train.seed,
                            domains=domains, paired=cfg.data.kind == "aligned")
     trainer = build_trainer(method, cfg.model, cfg.loss, cfg.train, inputs, strategy)
+    for notice in forced_fused_notices(cfg.model, cfg.train) if chief else ():
+        print(f"Notice: {notice}.", file=sys.stderr)
     state = TrainingState(run.checkpoints, trainer, keep=cfg.log.keep_checkpoints,
                           steps_per_epoch=steps_per_epoch)
     epoch, step_in_epoch = state.restore()

@@ -291,6 +291,28 @@ def test_fused_auto_resolves_as_the_table_says():
         keras.config.set_dtype_policy(previous)
 
 
+def test_forcing_the_fused_units_where_they_measured_slower_gives_a_notice():
+    from psr.config import config_from_dict
+    from psr.experiment import forced_fused_notices
+
+    key = "model.generator.fused"
+    # Only an explicit true on a oneDNN CPU (this test machine has no GPU).
+    assert fused.forced_fused_notice(key, True, "float32", onednn=False) is None
+    assert fused.forced_fused_notice(key, "auto", "mixed_bfloat16", onednn=True) is None
+    assert fused.forced_fused_notice(key, False, "mixed_bfloat16", onednn=True) is None
+    assert "15-20 % slower" in fused.forced_fused_notice(key, True, "float32", onednn=True)
+    notice = fused.forced_fused_notice(key, True, "mixed_bfloat16", onednn=True)
+    assert notice.startswith(f"{key}: true with oneDNN CPU kernels under mixed precision") and "about 8x" in notice
+    # Every network section with a `fused` setting, as the run prints them.
+    cfg = config_from_dict({"model": {"generator": {"fused": True}, "discriminator": {"fused": True}},
+                            "train": {"mixed_precision": True}})
+    notices = forced_fused_notices(cfg.model, cfg.train)
+    if fused.onednn_enabled():
+        assert [n.split(":")[0] for n in notices] == ["model.generator.fused", "model.discriminator.fused"]
+    else:
+        assert notices == []
+
+
 def test_fused_setting_is_checked_in_the_config():
     from psr.config import config_from_dict
     from psr.errors import ConfigError
